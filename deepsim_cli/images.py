@@ -1,0 +1,670 @@
+"""Image files in and out: loading, colour conversion, resize/crop, saving, grids and GIFs.
+
+Models work on float tensors ``(3, H, W)`` in ``[-1, 1]`` RGB; files are 8-bit. Every
+conversion between the two goes through :func:`to_uint8` / :func:`from_uint8`, which take the
+value range explicitly so a caller can never silently mix up ``[0, 1]`` and ``[-1, 1]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import sys
+from pathlib import Path
+from typing import BinaryIO, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from .errors import DeepsimError, UsageError
+from .utils import atomic_output
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageError",
+    "from_uint8",
+    "list_images",
+    "load_image",
+    "load_images",
+    "make_grid",
+    "save_gif",
+    "save_grid",
+    "save_image",
+    "to_pil",
+    "to_uint8",
+]
+
+#: Suffixes that :func:`list_images` picks up when it expands a directory.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
+     ".ppm", ".pgm", ".pbm", ".pnm"}
+)
+
+# What save_image can write, keyed by lower-case suffix.
+_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+_16BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA", "La", "RGBa")
+
+ValueRange = tuple[float, float]
+ImageLike = Union[torch.Tensor, Image.Image, np.ndarray]
+
+
+class ImageError(UsageError):
+    """An image that cannot be read or written; the message is one line and names the file."""
+
+    def __init__(self, message: str) -> None:
+        # The CLI prints this verbatim after "error:"; decoder messages sometimes carry
+        # newlines, which would break one-line diagnostics and log parsing.
+        super().__init__(" ".join(str(message).split()))
+
+
+# --------------------------------------------------------------------------------------------
+# uint8 <-> float conversion (the single place where the value range is applied)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_range(value_range: Sequence[float]) -> ValueRange:
+    lo, hi = (float(v) for v in value_range)
+    if not hi > lo:
+        raise ValueError(f"value_range must be (low, high) with high > low, got {value_range!r}")
+    return lo, hi
+
+
+def to_uint8(x: torch.Tensor, value_range: Sequence[float] = (-1.0, 1.0)) -> np.ndarray:
+    """Convert float image tensors to uint8 arrays, channels last.
+
+    Args:
+        x: ``(3, H, W)`` or ``(N, 3, H, W)`` (a single channel is repeated to RGB), any float
+            dtype and device.
+        value_range: The ``(low, high)`` values of ``x`` that map to 0 and 255.
+
+    Returns:
+        ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 array; values are rounded and clamped, NaN → 0.
+    """
+    lo, hi = _check_range(value_range)
+    if not torch.is_tensor(x):
+        raise TypeError(f"to_uint8 expects a torch.Tensor, got {type(x).__name__}")
+    if x.ndim not in (3, 4) or x.shape[-3] not in (1, 3):
+        raise ValueError(f"expected (3, H, W) or (N, 3, H, W), got {tuple(x.shape)}")
+    y = x.detach().to("cpu", torch.float32)
+    y = (y - lo) * (255.0 / (hi - lo))
+    # Round rather than truncate so uint8 -> float -> uint8 is exact despite float error.
+    y = torch.nan_to_num(y, nan=0.0, posinf=255.0, neginf=0.0).round_().clamp_(0, 255)
+    y = y.to(torch.uint8)
+    if y.shape[-3] == 1:
+        y = y.expand(*y.shape[:-3], 3, *y.shape[-2:])
+    return y.movedim(-3, -1).contiguous().numpy()
+
+
+def from_uint8(arr: np.ndarray, value_range: Sequence[float] = (-1.0, 1.0)) -> torch.Tensor:
+    """Convert uint8 arrays (channels last) to float32 tensors (channels first).
+
+    Args:
+        arr: ``(H, W)``, ``(H, W, C)`` or ``(N, H, W, C)`` uint8 with C in {1, 3}; grayscale is
+            repeated to RGB. A uint8 torch tensor in the same layout is accepted too.
+        value_range: The ``(low, high)`` values that 0 and 255 map to.
+
+    Returns:
+        float32 ``(3, H, W)`` or ``(N, 3, H, W)`` tensor in ``value_range``.
+    """
+    lo, hi = _check_range(value_range)
+    if torch.is_tensor(arr):
+        arr = arr.detach().cpu().numpy()
+    arr = np.asarray(arr)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"from_uint8 expects uint8 data, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.ndim not in (3, 4) or arr.shape[-1] not in (1, 3):
+        raise ValueError(f"expected (H, W, 3) or (N, H, W, 3), got {arr.shape}")
+    if not arr.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on read-only memory
+        arr = arr.copy()
+    t = torch.from_numpy(np.ascontiguousarray(arr)).to(torch.float32)
+    t = t.movedim(-1, -3)
+    if t.shape[-3] == 1:
+        t = t.expand(*t.shape[:-3], 3, *t.shape[-2:])
+    return (t * ((hi - lo) / 255.0) + lo).contiguous()
+
+
+def to_pil(x: ImageLike, value_range: Sequence[float] = (-1.0, 1.0)) -> Image.Image:
+    """Convert one image to an RGB PIL image.
+
+    Args:
+        x: A ``(3, H, W)`` or ``(1, 3, H, W)`` tensor in ``value_range``; a PIL image (converted
+            to RGB, alpha composited on white); or an ``(H, W[, C])`` array, uint8 as-is or float
+            in ``value_range``.
+        value_range: Range of float inputs.
+
+    Returns:
+        An RGB ``PIL.Image.Image``.
+    """
+    if isinstance(x, Image.Image):
+        return _to_rgb8(x)
+    if isinstance(x, np.ndarray):
+        if x.dtype == np.uint8:
+            if x.ndim == 3 and x.shape[-1] == 1:
+                x = x[:, :, 0]
+            return _to_rgb8(Image.fromarray(np.ascontiguousarray(x)))
+        x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        x = x[None] if x.ndim == 2 else x.movedim(-1, -3)
+    if not torch.is_tensor(x):
+        raise TypeError(f"expected a Tensor, PIL image or ndarray, got {type(x).__name__}")
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected a single image, got a batch of {x.shape[0]} (use make_grid)")
+        x = x[0]
+    return Image.fromarray(to_uint8(x, value_range))
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def _read_source(src: str | os.PathLike | bytes | BinaryIO) -> tuple[str, str | io.BytesIO]:
+    """Return (display name, something Image.open accepts), validating what can be checked early."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+        if not data:
+            raise ImageError("cannot read image <bytes>: no data (0 bytes)")
+        return "<bytes>", io.BytesIO(data)
+    if isinstance(src, (str, os.PathLike)):
+        if os.fspath(src) == "-":
+            # Read everything up front: stdin is not seekable and Pillow needs to seek.
+            data = sys.stdin.buffer.read()
+            if not data:
+                raise ImageError("cannot read image from stdin: no data (0 bytes)")
+            return "<stdin>", io.BytesIO(data)
+        path = Path(src)
+        if not path.exists():
+            raise ImageError(f"image file not found: {path}")
+        if path.is_dir():
+            raise ImageError(f"{path} is a directory, not an image file")
+        try:
+            empty = path.stat().st_size == 0
+        except OSError as e:
+            raise ImageError(f"cannot read image {path}: {e.strerror or e}") from e
+        if empty:
+            raise ImageError(f"cannot read image {path}: file is empty (0 bytes)")
+        return str(path), str(path)
+    if hasattr(src, "read"):
+        name = str(getattr(src, "name", "<stream>"))
+        data = src.read()
+        if isinstance(data, str):
+            raise ImageError(f"cannot read image {name}: stream is opened in text mode")
+        if not data:
+            raise ImageError(f"cannot read image {name}: no data (0 bytes)")
+        return name, io.BytesIO(data)
+    raise TypeError(f"load_image expects a path, '-', bytes or a binary file, got {type(src).__name__}")
+
+
+def _to_rgb8(im: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit sRGB, compositing transparency onto white."""
+    if im.mode in _16BIT_MODES:
+        arr = np.asarray(im).astype(np.float64)
+        # 16-bit PNG/TIFF decode to I;16 (or I in older Pillow) with 0..65535; Pillow's own
+        # convert("L") clips at 255 instead of scaling, which turns most photos white.
+        arr = np.clip(arr, 0, 65535) / 257.0
+        im = Image.fromarray(np.round(arr).astype(np.uint8))
+    elif im.mode == "F":
+        arr = np.nan_to_num(np.asarray(im, dtype=np.float64))
+        # Float TIFFs are usually normalised to [0, 1]; anything larger is taken as 0..255.
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        im = Image.fromarray(np.round(np.clip(arr, 0, 255)).astype(np.uint8))
+
+    icc = im.info.get("icc_profile")
+    if icc and im.mode in ("RGB", "RGBA", "CMYK"):
+        # Phones and cameras embed Display P3 / Adobe RGB; the networks were trained on sRGB,
+        # and ignoring the profile shifts colours noticeably. A broken profile is not fatal.
+        try:
+            from PIL import ImageCms  # needs LittleCMS, which some Pillow builds lack
+
+            out_mode = "RGBA" if im.mode == "RGBA" else "RGB"
+            im = ImageCms.profileToProfile(
+                im, io.BytesIO(icc), ImageCms.createProfile("sRGB"), outputMode=out_mode
+            )
+        except Exception:
+            pass
+
+    has_alpha = im.mode in _ALPHA_MODES or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        # White, not black: transparent logos and icons are meant to sit on a light page.
+        bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(bg, rgba).convert("RGB")
+    if im.mode != "RGB":
+        im = im.convert("RGB")
+    return im
+
+
+def _resize(im: Image.Image, size: int, crop: bool) -> Image.Image:
+    w, h = im.size
+    if crop:
+        # Resample the centred square straight to size×size (Pillow's `box`): one resampling
+        # step, no rounding of an intermediate short-side size.
+        s = min(w, h)
+        box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
+    else:
+        box = (0, 0, w, h)
+    if (w, h) == (size, size):
+        return im
+    # Pillow widens the bicubic kernel by the reduction factor, i.e. downscaling is antialiased.
+    return im.resize((size, size), Image.Resampling.BICUBIC, box=box)
+
+
+def load_image(
+    src: str | os.PathLike | bytes | BinaryIO,
+    size: int | None = None,
+    *,
+    crop: bool = True,
+) -> torch.Tensor:
+    """Load an image file as a float tensor.
+
+    Reads anything Pillow reads (JPEG, PNG, WebP, BMP, TIFF, the first frame of a GIF, ...),
+    applies the EXIF orientation, converts grayscale / palette / CMYK / 16-bit / alpha images to
+    8-bit RGB (alpha composited on white) and optionally resizes.
+
+    Args:
+        src: A path, ``"-"`` for standard input, the encoded bytes, or a binary file object.
+        size: If given, the output is ``size × size``.
+        crop: With ``size``: scale the short side to ``size`` and take the centre square
+            (keeps the aspect ratio). If False, stretch the whole image to ``size × size``.
+
+    Returns:
+        float32 tensor ``(3, H, W)`` in ``[-1, 1]``.
+
+    Raises:
+        ImageError: The file is missing, empty, a directory, not an image, truncated or corrupt.
+    """
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise UsageError(f"image size must be a positive integer, got {size!r}")
+    name, source = _read_source(src)
+    try:
+        with Image.open(source) as im:
+            # Decode fully here: Pillow is lazy, and a truncated file would otherwise only fail
+            # later, outside this try, with a confusing traceback.
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            im = _to_rgb8(im)
+            if size is not None:
+                im = _resize(im, size, crop)
+            arr = np.asarray(im, dtype=np.uint8)
+    except Image.UnidentifiedImageError as e:
+        raise ImageError(f"cannot read image {name}: not a recognised image format") from e
+    except Exception as e:  # noqa: BLE001 - any decoder failure means the input is bad
+        reason = str(e) or type(e).__name__
+        raise ImageError(f"cannot read image {name}: {reason}") from e
+    return from_uint8(arr, (-1.0, 1.0))  # (3, H, W) in [-1, 1]
+
+
+def list_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Expand files and directories into a list of image files.
+
+    Files named explicitly are kept as given (even with an unusual suffix) so that a bad file
+    is reported by :func:`load_image` rather than silently skipped. Directories are searched
+    recursively for :data:`IMAGE_EXTENSIONS` (case-insensitive), sorted, skipping hidden files.
+    ``"-"`` (standard input) is passed through.
+
+    Args:
+        paths: One path or a sequence of paths.
+
+    Returns:
+        The image paths, in argument order with each directory's contents sorted.
+
+    Raises:
+        ImageError: A path does not exist, or nothing was found at all.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        path = Path(p)
+        if os.fspath(p) == "-":
+            out.append(path)
+        elif path.is_dir():
+            found = sorted(
+                f
+                for f in path.rglob("*")
+                # Hidden files include macOS "._x.jpg" forks and our own atomic-write temps.
+                if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".") and f.is_file()
+            )
+            if not found:
+                raise ImageError(f"no image files found in directory {path}")
+            out.extend(found)
+        elif path.exists():
+            out.append(path)
+        else:
+            raise ImageError(f"image file not found: {path}")
+    if not out:
+        raise ImageError("no image files given")
+    return out
+
+
+def load_images(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    size: int | None,
+    crop: bool = True,
+) -> torch.Tensor:
+    """Load several images (directories expanded by :func:`list_images`) into one batch.
+
+    Args:
+        paths: Files and/or directories.
+        size: Output side length; if None all images must already share one size.
+        crop: See :func:`load_image`.
+
+    Returns:
+        float32 tensor ``(N, 3, size, size)`` in ``[-1, 1]``.
+    """
+    files = list_images(paths)
+    images = [load_image(f, size, crop=crop) for f in files]
+    shapes = {tuple(t.shape) for t in images}
+    if len(shapes) > 1:
+        raise ImageError(f"images differ in size ({len(shapes)} sizes among {len(files)} files); pass a size")
+    return torch.stack(images)
+
+
+# --------------------------------------------------------------------------------------------
+# Saving
+# --------------------------------------------------------------------------------------------
+
+
+def _write_failed(path: object, e: OSError) -> DeepsimError:
+    return DeepsimError(f"cannot write {path}: {e.strerror or e}")
+
+
+def save_image(
+    img: ImageLike,
+    path: str | os.PathLike,
+    *,
+    value_range: Sequence[float] = (-1.0, 1.0),
+    quality: int = 95,
+) -> None:
+    """Save one image; the format comes from the suffix (.png, .jpg/.jpeg, .webp).
+
+    The file is written atomically (temporary file + rename), so a failure never leaves a
+    half-written image. ``path == "-"`` writes PNG bytes to standard output.
+
+    Args:
+        img: Tensor ``(3, H, W)`` in ``value_range``, a PIL image, or an array (see :func:`to_pil`).
+        path: Destination, or ``"-"``.
+        value_range: Range of float inputs.
+        quality: JPEG / WebP quality (1-100); ignored for PNG.
+
+    Raises:
+        ImageError: Unknown suffix.
+        DeepsimError: The file could not be written.
+    """
+    pil = to_pil(img, value_range)
+    if os.fspath(path) == "-":
+        buf = io.BytesIO()
+        pil.save(buf, format="PNG")
+        sys.stdout.buffer.write(buf.getvalue())
+        sys.stdout.buffer.flush()
+        return
+    path = Path(path)
+    fmt = _SAVE_FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(
+            f"cannot save {path}: unknown image format {path.suffix!r} (use .png, .jpg, .jpeg or .webp)"
+        )
+    kwargs: dict = {}
+    if fmt == "JPEG":
+        # At high quality keep full-resolution chroma: 4:2:0 smears the fine colour detail that
+        # feature inversions are judged on.
+        kwargs = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
+    elif fmt == "WEBP":
+        kwargs = {"quality": quality}
+    try:
+        with atomic_output(path) as tmp:
+            pil.save(tmp, format=fmt, **kwargs)
+    except OSError as e:
+        raise _write_failed(path, e) from e
+
+
+# --------------------------------------------------------------------------------------------
+# Captions, grids and GIFs
+# --------------------------------------------------------------------------------------------
+
+_MIN_FONT = 7
+_ELLIPSIS = "..."  # ASCII: the bitmap fallback font has no "…"
+
+
+@functools.lru_cache(maxsize=32)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    try:
+        return ImageFont.load_default(size=size)
+    except Exception:
+        # Without FreeType (or in old Pillow) only the fixed-size bitmap font exists; text
+        # then gets truncated instead of shrunk.
+        return ImageFont.load_default()
+
+
+def _text_width(font, text: str) -> int:
+    return int(math.ceil(font.getbbox(text)[2])) if text else 0
+
+
+def _line_height(font) -> int:
+    # Ascender to descender of tall and deep glyphs, plus a 2 px gap between lines.
+    return int(math.ceil(font.getbbox("Agjy|")[3])) + 2
+
+
+def _base_font_size(cell_w: int) -> int:
+    # Readable on small cells, not shouting on large ones.
+    return max(9, min(16, cell_w // 12))
+
+
+def _truncate(font, line: str, avail: int) -> str:
+    if _text_width(font, line) <= avail:
+        return line
+    while line and _text_width(font, line + _ELLIPSIS) > avail:
+        line = line[:-1]
+    return line + _ELLIPSIS if line else ""
+
+
+def _fit_captions(captions: Sequence[str], cell_w: int) -> tuple[object, list[list[str]], int]:
+    """Pick one font for all captions, shrinking until every line fits, else truncate.
+
+    Returns (font, lines per caption, caption block height in px; 0 if all captions are empty).
+    """
+    avail = max(1, cell_w - 2)
+    lines = [str(c).split("\n") if c else [] for c in captions]
+    flat = [ln for ls in lines for ln in ls]
+    font = _font(_base_font_size(cell_w))
+    for size in range(_base_font_size(cell_w), _MIN_FONT - 1, -1):
+        font = _font(size)
+        if all(_text_width(font, ln) <= avail for ln in flat):
+            break
+    lines = [[_truncate(font, ln, avail) for ln in ls] for ls in lines]
+    n_lines = max((len(ls) for ls in lines), default=0)
+    height = n_lines * _line_height(font) + 2 if n_lines else 0
+    return font, lines, height
+
+
+def _text_color(bg: Sequence[int]) -> tuple[int, int, int]:
+    r, g, b = bg[:3]
+    return (0, 0, 0) if 0.299 * r + 0.587 * g + 0.114 * b > 127 else (255, 255, 255)
+
+
+def _draw_lines(draw: ImageDraw.ImageDraw, font, lines: Sequence[str], x0: int, y0: int,
+                width: int, fill, center: bool = True) -> None:
+    lh = _line_height(font)
+    for i, ln in enumerate(lines):
+        x = x0 + (width - _text_width(font, ln)) // 2 if center else x0
+        draw.text((x, y0 + i * lh), ln, font=font, fill=fill)
+
+
+def _as_pil_list(images, value_range: Sequence[float]) -> list[Image.Image]:
+    if torch.is_tensor(images):
+        if images.ndim == 3:
+            images = images[None]
+        images = list(images)  # (N, 3, H, W) -> N × (3, H, W)
+    pils = [to_pil(im, value_range) for im in images]
+    if not pils:
+        raise ValueError("no images given")
+    first = pils[0].size
+    # Mixed sizes (e.g. a 64 px reconstruction next to its 256 px original) share one cell size.
+    return [p if p.size == first else p.resize(first, Image.Resampling.BICUBIC) for p in pils]
+
+
+def make_grid(
+    images: torch.Tensor | Sequence[ImageLike],
+    *,
+    ncols: int | None = None,
+    captions: Sequence[str] | None = None,
+    pad: int = 2,
+    bg: Sequence[int] = (255, 255, 255),
+    value_range: Sequence[float] = (-1.0, 1.0),
+    row_labels: Sequence[str] | None = None,
+) -> Image.Image:
+    """Tile images into one picture, with optional captions under cells and labels left of rows.
+
+    Args:
+        images: Tensor ``(N, 3, H, W)`` in ``value_range``, or a list of tensors / PIL images /
+            arrays; all are resized to the first one's size.
+        ncols: Columns; default ``ceil(N / len(row_labels))`` with row labels, else ``ceil(sqrt(N))``.
+        captions: One string per image (may contain newlines), drawn with Pillow's default
+            font under each cell; shrunk, then truncated, to fit the cell width.
+        pad: Gap in pixels between cells and around the border.
+        bg: Background RGB colour; text is black or white, whichever contrasts.
+        value_range: Range of float inputs.
+        row_labels: One string per row, drawn left of the row.
+
+    Returns:
+        An RGB ``PIL.Image.Image``.
+    """
+    pils = _as_pil_list(images, value_range)
+    n = len(pils)
+    if ncols is None:
+        ncols = math.ceil(n / len(row_labels)) if row_labels else math.ceil(math.sqrt(n))
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1, got {ncols}")
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    if captions is not None and len(captions) != n:
+        raise ValueError(f"got {len(captions)} captions for {n} images")
+    if row_labels is not None and len(row_labels) != nrows:
+        raise ValueError(f"got {len(row_labels)} row labels for {nrows} rows")
+    pad = max(0, int(pad))
+    bg = tuple(int(c) for c in bg[:3])
+    fg = _text_color(bg)
+    cw, ch = pils[0].size
+
+    font, cap_lines, cap_h = _fit_captions(captions or [], cw)
+
+    label_w = 0
+    if row_labels:
+        lfont = _font(_base_font_size(cw))
+        label_lines = [str(s).split("\n") if s else [] for s in row_labels]
+        label_w = max((_text_width(lfont, ln) for ls in label_lines for ln in ls), default=0)
+        label_w = label_w + 2 * max(pad, 2) if label_w else 0
+
+    W = label_w + ncols * cw + (ncols + 1) * pad
+    H = nrows * (ch + cap_h) + (nrows + 1) * pad
+    canvas = Image.new("RGB", (W, H), bg)
+    draw = ImageDraw.Draw(canvas)
+    for i, im in enumerate(pils):
+        r, c = divmod(i, ncols)
+        x = label_w + pad + c * (cw + pad)
+        y = pad + r * (ch + cap_h + pad)
+        canvas.paste(im, (x, y))
+        if cap_h and cap_lines[i]:
+            _draw_lines(draw, font, cap_lines[i], x, y + ch + 1, cw, fg)
+    if label_w:
+        lh = _line_height(lfont)
+        for r, ls in enumerate(label_lines):
+            y = pad + r * (ch + cap_h + pad) + (ch - len(ls) * lh) // 2
+            _draw_lines(draw, lfont, ls, max(pad, 2), y, label_w, fg, center=False)
+    return canvas
+
+
+def save_grid(images: torch.Tensor | Sequence[ImageLike], path: str | os.PathLike, **kw) -> None:
+    """:func:`make_grid` then :func:`save_image`.
+
+    Args:
+        images: As for :func:`make_grid`.
+        path: Destination (suffix picks the format) or ``"-"``.
+        **kw: :func:`make_grid` keywords, plus ``quality`` for :func:`save_image`.
+    """
+    quality = kw.pop("quality", 95)
+    save_image(make_grid(images, **kw), path, quality=quality)
+
+
+def save_gif(
+    frames: torch.Tensor | Sequence[ImageLike],
+    path: str | os.PathLike,
+    *,
+    duration_ms: int | Sequence[int] = 100,
+    loop: int = 0,
+    pingpong: bool = False,
+    captions: Sequence[str] | None = None,
+    value_range: Sequence[float] = (-1.0, 1.0),
+) -> None:
+    """Write an animated GIF (atomically) via imageio.
+
+    GIF stores delays in 1/100 s, so durations are rounded down to 10 ms; many viewers also
+    play delays under 20 ms slowly. Pillow merges consecutive identical frames into one
+    (adding their durations), so the file can hold fewer frames than given.
+
+    Args:
+        frames: Tensor ``(N, 3, H, W)`` or a list of tensors / PIL images / arrays; all are
+            resized to the first frame's size.
+        path: Destination ``.gif`` file, or ``"-"`` for standard output.
+        duration_ms: Delay per frame, one value or one per input frame.
+        loop: Netscape loop count; 0 loops forever.
+        pingpong: Play forwards then backwards: ``N`` frames become ``2N - 2`` (the end frames
+            are not repeated, so the loop has no stutter).
+        captions: One string per input frame, drawn under it.
+        value_range: Range of float inputs.
+
+    Raises:
+        ImageError: The path does not end in ``.gif``.
+        DeepsimError: The file could not be written.
+    """
+    import imageio.v3 as iio
+
+    to_stdout = os.fspath(path) == "-"
+    if not to_stdout and Path(path).suffix.lower() != ".gif":
+        raise ImageError(f"cannot save {path}: an animation must be written to a .gif file")
+    pils = _as_pil_list(frames, value_range)
+    n = len(pils)
+    if isinstance(duration_ms, (int, float)):
+        durations = [int(duration_ms)] * n
+    else:
+        durations = [int(d) for d in duration_ms]
+        if len(durations) != n:
+            raise ValueError(f"got {len(durations)} durations for {n} frames")
+    if any(d < 0 for d in durations):
+        raise ValueError("frame durations must be >= 0 ms")
+    if captions is not None:
+        if len(captions) != n:
+            raise ValueError(f"got {len(captions)} captions for {n} frames")
+        # One layout for all frames so every frame has the same height.
+        font, cap_lines, cap_h = _fit_captions(captions, pils[0].width)
+        if cap_h:
+            fg = _text_color((255, 255, 255))
+            framed = []
+            for im, ls in zip(pils, cap_lines):
+                canvas = Image.new("RGB", (im.width, im.height + cap_h), (255, 255, 255))
+                canvas.paste(im, (0, 0))
+                _draw_lines(ImageDraw.Draw(canvas), font, ls, 0, im.height + 1, im.width, fg)
+                framed.append(canvas)
+            pils = framed
+    if pingpong and n > 2:
+        pils = pils + pils[-2:0:-1]
+        durations = durations + durations[-2:0:-1]
+    stack = np.stack([np.asarray(p, dtype=np.uint8) for p in pils])  # (N, H, W, 3)
+    kwargs = {"extension": ".gif", "is_batch": True, "duration": durations, "loop": loop}
+    if to_stdout:
+        sys.stdout.buffer.write(iio.imwrite("<bytes>", stack, **kwargs))
+        sys.stdout.buffer.flush()
+        return
+    try:
+        with atomic_output(path) as tmp:
+            iio.imwrite(tmp, stack, **kwargs)
+    except OSError as e:
+        raise _write_failed(path, e) from e
