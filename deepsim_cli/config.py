@@ -1,0 +1,77 @@
+"""Frozen configuration dataclasses; the resolved config is written beside every run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (recorded in run_dir/config.json).
+
+    Loss weights multiply the normalised terms documented in losses.py.
+    """
+
+    model: str = "inverter"           # "inverter" (G: features → image) or "vae"
+    encoder: str = "alexnet"          # network being inverted
+    encoder_weights: str | None = None
+    layer: str = "fc6"
+    comparator: str = "alexnet:pool5"  # encoder:layer for L_feat
+    data: tuple[str, ...] = ()
+    image_size: int = 128             # generator output = training crop size
+    load_size: int = 144              # images are decoded once at this size, then randomly cropped
+    crop_scale: tuple[float, float] = (0.6, 1.0)
+    limit: int | None = None          # use only the first N images
+    steps: int = 10_000
+    batch: int = 64
+    lr: float = 2e-4
+    beta1: float = 0.9
+    beta2: float = 0.999
+    loss: str = "full"                # img | img+adv | img+feat | feat+adv | full
+    w_feat: float = 1.0
+    w_adv: float = 0.02
+    w_img: float = 0.05
+    img_warmup: int = 0               # steps over which λ_img decays linearly from 1 to w_img
+    w_kl: float = 0.002               # VAE only: per nat of KL summed over latent units
+    latent_dim: int = 1024            # VAE only
+    g_width: float = 1.0
+    fc_dims: tuple[int, ...] = (1024, 1024)
+    d_width: float = 1.0
+    d_cond: bool = True               # feed y to D (the paper does)
+    d_pause_below: float = 0.1        # pause D while L_discr / L_adv < this
+    d_resume_above: float = 0.5       # ... until it rises above this
+    g_pause_above: float = 10.0       # skip G's update while L_discr / L_adv > this
+    seed: int = 0
+    amp: bool = True                  # bf16 autocast on CUDA
+    log_every: int = 10
+    grid_every: int = 500
+    ckpt_every: int = 500
+    time_limit: float | None = None   # seconds; stop cleanly (and checkpoint) when exceeded
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kw = {}
+        for k, v in d.items():
+            if k not in names:
+                continue
+            if isinstance(v, list):
+                v = tuple(v)
+            kw[k] = v
+        return cls(**kw)
+
+    def replace(self, **kw) -> "TrainConfig":
+        return dataclasses.replace(self, **kw)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    from .utils import atomic_output
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

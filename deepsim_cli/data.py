@@ -1,0 +1,181 @@
+"""Datasets: ImageFolder / plain folders / tar files (read in place), decoded once into a
+uint8 array (N, S, S, 3) and cached; augmentation runs batched on the training device.
+
+Randomness is drawn from explicit torch.Generators so a batch depends only on (seed, step):
+resumed runs see exactly the batches an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import tarfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps
+
+from .errors import UsageError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def _decode(data: bytes, size: int) -> np.ndarray:
+    """JPEG/PNG bytes → (size, size, 3) uint8: short side resized to `size`, centre-cropped."""
+    with Image.open(io.BytesIO(data)) as im:
+        im = ImageOps.exif_transpose(im)
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8)
+
+
+def _iter_sources(source: str | os.PathLike) -> list[tuple[str, callable]]:
+    """[(name, read_bytes)] for every image in a dir (recursive) or a tar, sorted by name."""
+    p = Path(source)
+    if not p.exists():
+        raise UsageError(f"data source not found: {p}")
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+        return [(str(f.relative_to(p)), f.read_bytes) for f in files]
+    if tarfile.is_tarfile(p):
+        # one sequential pass: random access into a tar re-reads it from the start
+        blobs: dict[str, bytes] = {}
+        with tarfile.open(p) as tf:
+            for m in tf:
+                if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTS:
+                    blobs[f"{p.name}/{m.name}"] = tf.extractfile(m).read()
+        return [(n, (lambda b=blobs[n]: b)) for n in sorted(blobs)]
+    if p.suffix.lower() in IMAGE_EXTS:
+        return [(p.name, p.read_bytes)]
+    raise UsageError(f"data source is neither a folder, a tar file nor an image: {p}")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DEEPSIM_CACHE", Path.home() / ".cache" / "deepsim"))
+
+
+def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: int, *,
+               limit: int | None = None, workers: int | None = None, cache: bool = True,
+               progress=None) -> tuple[np.ndarray, list[str]]:
+    """Decode every image of `sources` to a (N, size, size, 3) uint8 array (+ names).
+
+    Results are cached in $DEEPSIM_CACHE (default ~/.cache/deepsim) keyed by the sources'
+    paths, sizes and mtimes, so a second run starts at once.
+    """
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    key_src = []
+    for s in sources:
+        p = Path(s).resolve()
+        if not p.exists():
+            raise UsageError(f"data source not found: {p}")
+        st = p.stat()
+        key_src.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
+    key = hashlib.sha256(f"{key_src}|{size}|{limit}".encode()).hexdigest()[:16]
+    cfile = cache_dir() / f"images-{key}-{size}.npz"
+    if cache and cfile.is_file():
+        with np.load(cfile) as z:
+            return z["images"], list(z["names"])
+    entries = []
+    for s in sources:
+        entries += _iter_sources(s)
+    if limit:
+        entries = entries[:limit]
+    if not entries:
+        raise UsageError(f"no images found in {', '.join(map(str, sources))}")
+    workers = workers or min(16, os.cpu_count() or 1)
+    out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
+    names = [n for n, _ in entries]
+
+    def work(i: int) -> None:
+        try:
+            out[i] = _decode(entries[i][1](), size)
+        except Exception as e:  # one bad file should not kill a long extraction
+            raise UsageError(f"cannot decode training image {names[i]}: {e}") from None
+
+    with ThreadPoolExecutor(workers) as ex:
+        for k, _ in enumerate(ex.map(work, range(len(entries)))):
+            if progress is not None and k % 256 == 0:
+                progress(k, len(entries))
+    if cache:
+        from .utils import atomic_output
+        with atomic_output(cfile) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, images=out, names=np.array(names))
+    return out, names
+
+
+def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
+    """Indices of batch `step` of an epoch-wise shuffled stream (a function of seed and step)."""
+    per_epoch = max(1, n // batch)
+    epoch, k = divmod(step, per_epoch)
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    perm = torch.randperm(n, generator=g)
+    return perm[k * batch:(k + 1) * batch]
+
+
+def step_generator(seed: int, step: int, salt: int = 0) -> torch.Generator:
+    """A CPU generator for step `step` (per-step seeding makes resume exact)."""
+    return torch.Generator().manual_seed((seed * 7_919 + step * 104_729 + salt) % (2**63 - 1))
+
+
+def to_float(batch_u8: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, 3) uint8 → (B, 3, H, W) float in [-1, 1]."""
+    return batch_u8.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def random_resized_crop(x: torch.Tensor, out_size: int, g: torch.Generator, *,
+                        scale: tuple[float, float] = (0.5, 1.0),
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True) -> torch.Tensor:
+    """Batched random-resized-crop + horizontal flip with one affine grid_sample.
+
+    x: (B, 3, H, W) float in [-1, 1] → (B, 3, out_size, out_size).
+    """
+    b = x.shape[0]
+    area = torch.empty(b).uniform_(*scale, generator=g)
+    logr = torch.empty(b).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
+    r = logr.exp()
+    sw = (area * r).sqrt().clamp(max=1.0)   # crop width / image width
+    sh = (area / r).sqrt().clamp(max=1.0)
+    cx = (torch.rand(b, generator=g) * 2 - 1) * (1 - sw)
+    cy = (torch.rand(b, generator=g) * 2 - 1) * (1 - sh)
+    sign = torch.where(torch.rand(b, generator=g) < 0.5, -1.0, 1.0) if flip else torch.ones(b)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = sw * sign
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = sh
+    theta[:, 1, 2] = cy
+    theta = theta.to(x.device, x.dtype)
+    # antialias: if the crop is much larger than the output, pre-shrink so grid_sample does not alias
+    src = x.shape[-1] * float(sw.min())
+    if src > 1.5 * out_size:
+        f = max(1, int(src / (1.25 * out_size)))
+        if f > 1:
+            x = F.avg_pool2d(x, f)
+    grid = F.affine_grid(theta, [b, 3, out_size, out_size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def color_jitter(x: torch.Tensor, g: torch.Generator, strength: float = 0.3) -> torch.Tensor:
+    """Per-image brightness / contrast / saturation jitter on [-1, 1] images."""
+    b = x.shape[0]
+    dev = x.device
+    br = (torch.empty(b, 1, 1, 1).uniform_(-strength, strength, generator=g)).to(dev)
+    ct = (1 + torch.empty(b, 1, 1, 1).uniform_(-strength, strength, generator=g)).to(dev)
+    sat = (1 + torch.empty(b, 1, 1, 1).uniform_(-strength, strength, generator=g)).to(dev)
+    gray = x.mean(1, keepdim=True)
+    x = gray + (x - gray) * sat
+    m = x.mean((1, 2, 3), keepdim=True)
+    x = (x - m) * ct + m + br
+    return x.clamp(-1, 1)

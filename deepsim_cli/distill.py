@@ -1,0 +1,241 @@
+"""Distil AlexNet's classifier head (fc6, fc7, fc8 — torchvision's exact shapes) from the
+MobileNetV2 teacher, on top of the frozen genuine AlexNet conv layers.
+
+The original fc weights are not available offline (DESIGN.md), so the head is trained here to
+match the teacher's softened class distribution on augmented views of the shared training
+images, optionally plus DeepInversion images (Yin et al. 2020) the teacher synthesizes for
+classes the real data lacks. `deepsim distill` is the CLI; tools/device_job.sh the GPU recipe.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import color_jitter, load_array, random_resized_crop, step_generator, to_float
+from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, weights_dir
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    steps: int = 6000
+    batch: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup: int = 300
+    temperature: float = 2.0
+    cutmix: float = 0.5           # probability a batch is CutMix-ed (else MixUp with prob mixup)
+    mixup: float = 0.3
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    seed: int = 0
+    amp: bool = True
+    log_every: int = 50
+    ckpt_every: int = 1000
+    time_limit: float | None = None
+
+
+def _norm(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return ((x + 1) * 0.5 - mean) / std
+
+
+def _cutmix(x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix images and mix the teacher's probabilities by area (t: (B, C) probabilities)."""
+    b, _, h, w = x.shape
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(b, generator=g).to(x.device)
+    ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
+    cy, cx = int(torch.randint(h, (1,), generator=g)), int(torch.randint(w, (1,), generator=g))
+    y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+    x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+    x = x.clone()
+    x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
+    return x, perm
+
+
+def teacher_student(device: torch.device):
+    """(teacher MobileNetV2 in eval, AlexNet with frozen genuine convs and a fresh head)."""
+    teacher = build_encoder("mobilenet_v2", device=device).model.eval()
+    student = torchvision.models.alexnet(weights=None)
+    conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors").tensors
+    student.features.load_state_dict({k[len("features."):]: v.float() for k, v in conv.items()
+                                      if k.startswith("features.")})
+    student.features.requires_grad_(False)
+    return teacher, student.to(device)
+
+
+def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 128, iters: int = 500,
+                   batch: int = 256, lr: float = 0.1, r_bn: float = 0.01, r_tv: float = 1e-4,
+                   r_l2: float = 1e-5, seed: int = 0, device: torch.device,
+                   log: Callable[[str], None] = print) -> np.ndarray:
+    """Synthesize one image per entry of `classes` by DeepInversion (Yin et al., CVPR 2020).
+
+    Inputs are optimised so the teacher predicts the class and every BatchNorm layer's batch
+    statistics match its running statistics. Returns (N, size, size, 3) uint8.
+    """
+    bns = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+    losses: list[torch.Tensor] = []
+
+    def hook(mod, inp, _out):
+        x = inp[0]
+        mu = x.mean((0, 2, 3))
+        var = x.var((0, 2, 3), unbiased=False)
+        losses.append(torch.norm(mu - mod.running_mean, 2) + torch.norm(var - mod.running_var, 2))
+
+    handles = [m.register_forward_hook(hook) for m in bns]
+    teacher.requires_grad_(False)
+    out = np.empty((len(classes), size, size, 3), dtype=np.uint8)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    try:
+        for start in range(0, len(classes), batch):
+            cls = torch.tensor(list(classes[start:start + batch]), device=device)
+            b = len(cls)
+            x = (torch.randn(b, 3, size, size, generator=g) * 0.2).to(device).requires_grad_(True)
+            opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
+            t0 = time.time()
+            for it in range(iters):
+                for pg in opt.param_groups:
+                    pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * it / iters))
+                dx, dy = (int(v) for v in torch.randint(-size // 16, size // 16 + 1, (2,), generator=g))
+                xi = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
+                if it % 2:
+                    xi = xi.flip(3)
+                losses.clear()
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    logits = teacher(_norm(xi.clamp(-1, 1) if it > iters // 2 else xi))
+                ce = F.cross_entropy(logits.float(), cls)
+                bn = torch.stack([v.float() for v in losses]).sum()
+                tv = ((xi[:, :, 1:] - xi[:, :, :-1]).pow(2).mean() + (xi[..., 1:] - xi[..., :-1]).pow(2).mean())
+                loss = ce + r_bn * bn * 100 + r_tv * tv * 1e4 + r_l2 * x.pow(2).sum() / b
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            with torch.no_grad():
+                acc = (teacher(_norm(x.clamp(-1, 1))).argmax(1) == cls).float().mean().item()
+            log(f"deepinversion {start + b}/{len(classes)}: ce {ce.item():.3f} bn {bn.item():.2f} "
+                f"teacher acc {acc:.3f} ({time.time() - t0:.1f}s)")
+            u8 = ((x.detach().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+            out[start:start + b] = u8
+    finally:
+        for h in handles:
+            h.remove()
+    return out
+
+
+def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, out: str | Path,
+            device: torch.device, log: Callable[[str], None] = print,
+            state_path: str | Path | None = None) -> dict:
+    """Train the AlexNet head on `arrays` (uint8 (N, S, S, 3) each; sampled ∝ size).
+
+    Writes the complete AlexNet (genuine convs + distilled head) to `out`; resumes from
+    `state_path` if it exists. Returns the final stats.
+    """
+    torch.manual_seed(cfg.seed)
+    teacher, student = teacher_student(device)
+    teacher = teacher.to(memory_format=torch.channels_last)
+    params = list(student.classifier.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step = 0
+    state_path = Path(state_path) if state_path else Path(str(out) + ".state.safetensors")
+    if state_path.exists():
+        ck = load_checkpoint(state_path, kind="distill-state", map_location=device)
+        student.classifier.load_state_dict({k[4:]: v for k, v in ck.tensors.items() if k.startswith("cls.")})
+        st = {int(k.split(".")[1]): {} for k in ck.tensors if k.startswith("opt.")}
+        for k, v in ck.tensors.items():
+            if k.startswith("opt."):
+                _, pid, name = k.split(".", 2)
+                st[int(pid)][name] = v
+        sd = opt.state_dict()
+        sd["state"] = st
+        opt.load_state_dict(sd)
+        step = ck.train_steps
+        log(f"resumed distillation at step {step}")
+    arrays = [torch.as_tensor(a).to(device) for a in arrays]
+    sizes = torch.tensor([len(a) for a in arrays], dtype=torch.float)
+    amp = cfg.amp and device.type == "cuda"
+    t_start = time.time()
+    hist: list[float] = []
+
+    def save_state():
+        t = {f"cls.{k}": v for k, v in student.classifier.state_dict().items()}
+        for pid, s in opt.state_dict()["state"].items():
+            for k, v in s.items():
+                t[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        save_checkpoint(state_path, t, kind="distill-state", config=asdict(cfg), train_steps=step)
+
+    student.classifier.train()
+    while step < cfg.steps:
+        g = step_generator(cfg.seed, step, salt=17)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        for pg in opt.param_groups:
+            pg["lr"] = lr
+        counts = torch.distributions.Multinomial(cfg.batch, sizes / sizes.sum()).sample().long() \
+            if len(arrays) > 1 else torch.tensor([cfg.batch])
+        views = []
+        for a, n in zip(arrays, counts.tolist()):
+            if n == 0:
+                continue
+            idx = torch.randint(len(a), (n,), generator=g).to(a.device)
+            x = to_float(a[idx])
+            views.append(random_resized_crop(x, 224, g, scale=cfg.crop_scale))
+        x = color_jitter(torch.cat(views), g, 0.3)
+        r = float(torch.rand(1, generator=g))
+        mixed_perm = None
+        lam = 1.0
+        if r < cfg.cutmix:
+            x, _ = _cutmix(x, None, g)
+        elif r < cfg.cutmix + cfg.mixup:
+            lam = float(torch.empty(1).uniform_(0.3, 0.7, generator=g))
+            mixed_perm = torch.randperm(x.shape[0], generator=g).to(device)
+            x = lam * x + (1 - lam) * x[mixed_perm]
+        xn = _norm(x)
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            t_logits = teacher(xn.contiguous(memory_format=torch.channels_last)).float()
+            feats = torch.flatten(student.avgpool(student.features(xn)), 1).float()
+        s_logits = student.classifier(feats)
+        T = cfg.temperature
+        loss = F.kl_div(F.log_softmax(s_logits / T, 1), F.log_softmax(t_logits / T, 1),
+                        reduction="batchmean", log_target=True) * T * T
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        hist.append(float(loss))
+        if step % cfg.log_every == 0:
+            with torch.no_grad():
+                agree = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean().item()
+            log(json.dumps({"step": step, "loss": sum(hist[-cfg.log_every:]) / cfg.log_every,
+                            "agree": round(agree, 4), "lr": lr, "time": round(time.time() - t_start, 1)}))
+        out_of_time = cfg.time_limit is not None and time.time() - t_start > cfg.time_limit
+        if step % cfg.ckpt_every == 0 or step == cfg.steps or out_of_time:
+            save_state()
+        if out_of_time:
+            log(f"time limit reached at step {step}")
+            break
+    conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors")
+    sd = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+    save_checkpoint(out, sd, kind="encoder", config={"arch": "alexnet", "distill": asdict(cfg)},
+                    encoder="alexnet", train_steps=step,
+                    extra={"teacher": "mobilenet_v2 IMAGENET1K_V1",
+                           "conv_source": conv.extra.get("source", "alexnet-conv.safetensors")})
+    return {"steps": step, "final_loss": sum(hist[-100:]) / max(1, len(hist[-100:]))}
+
+
+@torch.no_grad()
+def evaluate_classifier(model_fn: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                        batch: int = 100) -> torch.Tensor:
+    """Logits for (N, 3, 224, 224) [-1, 1] images, batched."""
+    outs = [model_fn(images[i:i + batch]) for i in range(0, len(images), batch)]
+    return torch.cat(outs)

@@ -1,0 +1,295 @@
+"""Frozen networks being inverted, cut into named layers.
+
+`encoder(x, layers)` takes images (B, 3, H, W) in [-1, 1] at any size, resizes them to the
+network's input size and applies its normalisation internally, and returns {layer: Tensor}
+from one forward pass that stops after the deepest requested layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from .checkpoint import load_checkpoint, load_state_dict_strict, sha256_file
+from .errors import UsageError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def weights_dir() -> Path:
+    """Folder of the shipped weights ($DEEPSIM_WEIGHTS overrides the repository's weights/)."""
+    env = os.environ.get("DEEPSIM_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_cached(path: str, mtime: float, size: int) -> str:
+    return sha256_file(path)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, cached on (path, mtime, size) so repeated loads stay cheap."""
+    st = os.stat(path)
+    return _sha256_cached(str(path), st.st_mtime, st.st_size)
+
+
+class _Stop(Exception):
+    """Raised by a hook once the deepest requested layer is captured (saves the rest of the pass)."""
+
+
+class Encoder(nn.Module):
+    """A frozen classifier with named layer taps.
+
+    Args:
+        name: registry name.
+        model: the torchvision module.
+        taps: ordered {layer name: dotted module path}; the tap is that module's output.
+        input_size: side length the network expects; inputs are resized to it.
+        weights_path: file the weights came from (its sha256 identifies the encoder).
+    """
+
+    def __init__(self, name: str, model: nn.Module, taps: dict[str, str], input_size: int = 224,
+                 weights_path: Path | None = None, trained_layers: Sequence[str] | None = None):
+        super().__init__()
+        self.name = name
+        self.model = model.eval()
+        self.taps = dict(taps)
+        self.layer_names = tuple(self.taps) + ("prob",)
+        self.input_size = input_size
+        self.weights_path = weights_path
+        self.trained_layers = tuple(trained_layers) if trained_layers is not None else self.layer_names
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        modules = dict(self.model.named_modules())
+        self._modules_by_tap = {k: modules[v] for k, v in self.taps.items()}
+
+    @property
+    def sha256(self) -> str:
+        return file_sha256(self.weights_path) if self.weights_path else ""
+
+    def train(self, mode: bool = True):  # frozen: dropout/BN always in eval mode
+        return super().train(False)
+
+    def check_layers(self, layers: Sequence[str]) -> list[str]:
+        """Validate layer names; unknown → UsageError listing the valid ones."""
+        out = []
+        for layer in layers:
+            if layer not in self.layer_names:
+                raise UsageError(f"unknown layer {layer!r} for encoder {self.name!r}; "
+                                 f"valid: {', '.join(self.layer_names)}")
+            if layer not in self.trained_layers:
+                raise UsageError(f"layer {layer!r} of encoder {self.name!r} has no trained weights here "
+                                 f"(loaded: {self.weights_path}); trained: {', '.join(self.trained_layers)}")
+            out.append(layer)
+        return out
+
+    def preprocess(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) in [-1, 1] → resized to input_size and ImageNet-normalised."""
+        assert x.dim() == 4 and x.shape[1] == 3, f"expected (B, 3, H, W), got {tuple(x.shape)}"
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > self.input_size)
+        return ((x + 1) * 0.5 - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor, layers: Sequence[str] | str) -> dict[str, torch.Tensor]:
+        if isinstance(layers, str):
+            layers = [layers]
+        layers = self.check_layers(layers)
+        need = {("fc8" if layer == "prob" and "fc8" in self.taps else
+                 "logits" if layer == "prob" else layer) for layer in layers}
+        order = list(self.taps)
+        last = max(order.index(n) for n in need)
+        captured: dict[str, torch.Tensor] = {}
+        handles = []
+
+        def make_hook(tap: str, is_last: bool) -> Callable:
+            def hook(_m, _inp, out):
+                captured[tap] = out
+                if is_last:
+                    raise _Stop
+            return hook
+
+        for tap in need:
+            handles.append(self._modules_by_tap[tap].register_forward_hook(
+                make_hook(tap, order.index(tap) == last)))
+        try:
+            self.run_model(self.preprocess(x))
+        except _Stop:
+            pass
+        finally:
+            for h in handles:
+                h.remove()
+        out = {}
+        for layer in layers:
+            if layer == "prob":
+                out[layer] = captured["fc8" if "fc8" in self.taps else "logits"].softmax(dim=1)
+            else:
+                out[layer] = captured[layer]
+        return out
+
+    def run_model(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    @torch.no_grad()
+    def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:
+        """{layer: shape without batch} for an input of `size` px (default: input_size)."""
+        size = size or self.input_size
+        feats = self.forward(torch.zeros(1, 3, size, size, device=self.mean.device), list(self.layer_names))
+        return {k: tuple(v.shape[1:]) for k, v in feats.items()}
+
+
+# ---------------------------------------------------------------- registry
+
+EncoderFactory = Callable[[Path | None], Encoder]
+_REGISTRY: dict[str, tuple[EncoderFactory, str]] = {}
+
+
+def register_encoder(name: str, description: str) -> Callable[[EncoderFactory], EncoderFactory]:
+    """Register an encoder factory under `name` (Typer choices come from this registry)."""
+    def deco(fn: EncoderFactory) -> EncoderFactory:
+        _REGISTRY[name] = (fn, description)
+        return fn
+    return deco
+
+
+def encoder_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def encoder_description(name: str) -> str:
+    return _REGISTRY[name][1]
+
+
+ALEXNET_TAPS = {
+    "conv1": "features.1", "conv2": "features.4", "conv3": "features.7", "conv4": "features.9",
+    "conv5": "features.11", "pool5": "features.12",
+    "fc6": "classifier.2", "fc7": "classifier.5", "fc8": "classifier.6",
+}
+ALEXNET_CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
+
+
+def _load_weights(model: nn.Module, path: Path, what: str, prefix: str = "") -> None:
+    if path.suffix == ".pth" or path.suffix == ".pt":
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for bad pickles
+            raise UsageError(f"cannot read {path} as a weights-only state dict: {str(e).splitlines()[0]}") from None
+        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+            sd = sd["state_dict"]
+    else:
+        sd = load_checkpoint(path).tensors if _is_deepsim(path) else _load_plain_safetensors(path)
+    if prefix:
+        sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+    load_state_dict_strict(model, sd, what)
+
+
+def _is_deepsim(path: Path) -> bool:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return "kind" in (f.metadata() or {})
+    except Exception:
+        raise UsageError(f"not a safetensors file: {path}") from None
+
+
+def _load_plain_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+@register_encoder("alexnet", "AlexNet (torchvision architecture): genuine IMAGENET1K_V1 convs, "
+                             "fc6-fc8 distilled from MobileNetV2 (see weights/README.md)")
+def _alexnet(weights: Path | None) -> Encoder:
+    model = torchvision.models.alexnet(weights=None)
+    if weights is not None:
+        _load_weights(model, weights, "alexnet")
+        return Encoder("alexnet", model, ALEXNET_TAPS, 224, weights)
+    full = weights_dir() / "alexnet.safetensors"
+    if full.is_file():
+        _load_weights(model, full, "alexnet")
+        return Encoder("alexnet", model, ALEXNET_TAPS, 224, full)
+    conv = weights_dir() / "alexnet-conv.safetensors"
+    if not conv.is_file():
+        raise UsageError(f"no AlexNet weights in {weights_dir()} (expected alexnet.safetensors or "
+                         "alexnet-conv.safetensors); run tools/convert_alexnet_conv.py")
+    _load_weights(model.features, conv, "alexnet conv layers", prefix="features.")
+    return Encoder("alexnet", model, ALEXNET_TAPS, 224, conv, trained_layers=ALEXNET_CONV_LAYERS)
+
+
+@register_encoder("alexnet-random", "AlexNet with random weights (seed 0): the paper's random comparator")
+def _alexnet_random(weights: Path | None) -> Encoder:
+    g = torch.random.fork_rng()
+    with g:
+        torch.manual_seed(0)
+        model = torchvision.models.alexnet(weights=None)
+    return Encoder("alexnet-random", model, ALEXNET_TAPS, 224, None)
+
+
+def _mobilenet_taps() -> dict[str, str]:
+    taps = {"stem": "features.0"}
+    taps.update({f"block{i}": f"features.{i}" for i in range(1, 18)})
+    taps["conv18"] = "features.18"
+    taps["logits"] = "classifier.1"
+    return taps
+
+
+@register_encoder("mobilenet_v2", "MobileNetV2 IMAGENET1K_V1 (71.9% top-1), torchvision's weights")
+def _mobilenet_v2(weights: Path | None) -> Encoder:
+    model = torchvision.models.mobilenet_v2(weights=None)
+    path = weights or weights_dir() / "mobilenet_v2.safetensors"
+    if not path.is_file():
+        raise UsageError(f"no MobileNetV2 weights at {path}; run tools/convert_mobilenet_v2.py")
+    _load_weights(model, path, "mobilenet_v2")
+    return Encoder("mobilenet_v2", model, _mobilenet_taps(), 224, path)
+
+
+def _torchvision_encoder(arch: str, weights: Path | None) -> Encoder:
+    """Any torchvision classifier by name; taps are its top-level children plus 'logits'."""
+    if weights is None:
+        raise UsageError(f"encoder {arch!r} needs --encoder-weights FILE (no weights ship for it)")
+    try:
+        model = torchvision.models.get_model(arch, weights=None)
+    except ValueError:
+        raise UsageError(f"unknown encoder {arch!r}; registered: {', '.join(encoder_names())}, "
+                         "or any torchvision classifier name with --encoder-weights") from None
+    _load_weights(model, weights, arch)
+    children = [n for n, _ in model.named_children()]
+    taps = {n: n for n in children[:-1]}
+    taps["logits"] = children[-1]
+    return Encoder(arch, model, taps, 224, weights)
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """'name' or 'name:layer' as typed on the command line."""
+
+    name: str
+    layer: str | None
+
+    @classmethod
+    def parse(cls, text: str) -> "EncoderSpec":
+        name, _, layer = text.partition(":")
+        return cls(name, layer or None)
+
+
+def build_encoder(name: str = "alexnet", weights: str | os.PathLike | None = None,
+                  device: torch.device | str = "cpu") -> Encoder:
+    """Build a frozen encoder by registry name (or any torchvision classifier with `weights`)."""
+    wpath = Path(weights) if weights is not None else None
+    if wpath is not None and not wpath.is_file():
+        raise UsageError(f"encoder weights not found: {wpath}")
+    if name in _REGISTRY:
+        enc = _REGISTRY[name][0](wpath)
+    else:
+        enc = _torchvision_encoder(name, wpath)
+    return enc.to(device)

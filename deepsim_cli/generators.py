@@ -1,0 +1,170 @@
+"""Generator architectures (DeePSiM Table 1 family). Networks only; training lives in training.py.
+
+fc-input: fc stack → reshape (C, 4, 4) → [4×4 stride-2 transposed conv, 3×3 conv] per doubling,
+leaky ReLU 0.3, linear output. conv-input (pool5 / conv5 features): 3×3 convs at 6×6, a 3×3
+transposed conv to 8×8, then the same up-stack. Outputs are (B, 3, S, S) images in [-1, 1]
+space (linear, not clamped); if the stack overshoots `out_size` the centre is cropped, as the
+paper crops 256 → 227.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """Architecture of one generator.
+
+    Attributes:
+        kind: "fc" (vector input) or "conv" (C×H×W feature-map input).
+        in_shape: shape of one input feature, e.g. (4096,) or (256, 6, 6).
+        out_size: output side in pixels.
+        width: channel multiplier of the up-stack (1.0 = 256,256,128,64,32).
+        fc_dims: hidden widths of the fc stack (fc kind only).
+    """
+
+    kind: str = "fc"
+    in_shape: tuple[int, ...] = (4096,)
+    out_size: int = 128
+    width: float = 1.0
+    fc_dims: tuple[int, ...] = (1024, 1024)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        d = dict(d)
+        d["in_shape"] = tuple(d["in_shape"])
+        d["fc_dims"] = tuple(d.get("fc_dims", ()))
+        return cls(**d)
+
+
+BASE_CHANNELS = (256, 256, 128, 64, 32, 32, 32)
+
+
+def _lrelu() -> nn.LeakyReLU:
+    return nn.LeakyReLU(0.3, inplace=True)
+
+
+class Generator(nn.Module):
+    """Maps features y → image (B, 3, out_size, out_size)."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        ch = [max(8, int(round(c * cfg.width))) for c in BASE_CHANNELS]
+        if cfg.kind == "fc":
+            assert len(cfg.in_shape) == 1, "fc generator takes vector features"
+            start = 4
+            dims = [cfg.in_shape[0], *cfg.fc_dims]
+            layers: list[nn.Module] = []
+            for a, b in zip(dims[:-1], dims[1:]):
+                layers += [nn.Linear(a, b), _lrelu()]
+            layers += [nn.Linear(dims[-1], ch[0] * start * start), _lrelu()]
+            self.stem = nn.Sequential(*layers)
+        elif cfg.kind == "conv":
+            assert len(cfg.in_shape) == 3, "conv generator takes (C, H, W) features"
+            c_in, h, w = cfg.in_shape
+            start = h + 2
+            self.stem = nn.Sequential(
+                nn.Conv2d(c_in, ch[0], 3, padding=1), _lrelu(),
+                nn.Conv2d(ch[0], ch[0], 3, padding=1), _lrelu(),
+                nn.ConvTranspose2d(ch[0], ch[0], 3, stride=1), _lrelu(),  # h → h + 2 (6 → 8)
+            )
+        else:
+            raise ValueError(f"unknown generator kind {cfg.kind!r}")
+        self.start = start
+        n_up = max(1, math.ceil(math.log2(cfg.out_size / start)))
+        if n_up + 1 > len(ch):
+            ch = ch + [ch[-1]] * (n_up + 1 - len(ch))
+        blocks: list[nn.Module] = []
+        for i in range(n_up):
+            last = i == n_up - 1
+            blocks += [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, stride=2, padding=1), _lrelu()]
+            if last:
+                blocks += [nn.Conv2d(ch[i + 1], 3, 3, padding=1)]
+            else:
+                blocks += [nn.Conv2d(ch[i + 1], ch[i + 1], 3, padding=1), _lrelu()]
+        self.up = nn.Sequential(*blocks)
+        self.native_size = start * 2 ** n_up
+        self.c0 = ch[0]
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        """y (B, *in_shape) → (B, 3, out_size, out_size) in [-1, 1] space (unclamped)."""
+        h = self.stem(y.flatten(1) if self.cfg.kind == "fc" else y)
+        if self.cfg.kind == "fc":
+            h = h.view(-1, self.c0, self.start, self.start)
+        x = self.up(h)
+        s, n = self.cfg.out_size, self.native_size
+        if n != s:
+            o = (n - s) // 2
+            x = x[:, :, o:o + s, o:o + s]
+        return x
+
+
+def generator_for(in_shape: tuple[int, ...], out_size: int = 128, width: float = 1.0,
+                  fc_dims: tuple[int, ...] = (1024, 1024)) -> Generator:
+    """Pick the fc or conv variant from the feature shape."""
+    kind = "fc" if len(in_shape) == 1 else "conv"
+    return Generator(GeneratorConfig(kind=kind, in_shape=tuple(in_shape), out_size=out_size,
+                                     width=width, fc_dims=tuple(fc_dims) if kind == "fc" else ()))
+
+
+class VAE(nn.Module):
+    """DeePSiM VAE: encoder = AlexNet up to fc6 → (μ, log σ²); decoder = the fc generator.
+
+    The encoder takes images (B, 3, H, W) in [-1, 1], resizes them to 224 and normalises as
+    the AlexNet encoder does, so it can start from the shipped AlexNet's conv + fc6 weights.
+    """
+
+    def __init__(self, latent_dim: int = 1024, out_size: int = 128, width: float = 1.0,
+                 fc_dims: tuple[int, ...] = (1024, 1024)):
+        super().__init__()
+        import torchvision
+
+        alex = torchvision.models.alexnet(weights=None)
+        self.features = alex.features
+        self.fc6 = alex.classifier[1]
+        self.mu = nn.Linear(4096, latent_dim)
+        self.logvar = nn.Linear(4096, latent_dim)
+        nn.init.zeros_(self.logvar.weight)
+        nn.init.constant_(self.logvar.bias, -4.0)  # start near-deterministic, like an autoencoder
+        self.decoder = Generator(GeneratorConfig("fc", (latent_dim,), out_size, width, tuple(fc_dims)))
+        self.latent_dim = latent_dim
+        self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
+
+    def init_from_alexnet(self, alexnet_state: dict[str, torch.Tensor]) -> None:
+        """Copy conv1–conv5 and fc6 from an AlexNet state dict (torchvision key names)."""
+        self.features.load_state_dict({k[len("features."):]: v.float() for k, v in alexnet_state.items()
+                                       if k.startswith("features.")})
+        if "classifier.1.weight" in alexnet_state:
+            self.fc6.weight.data.copy_(alexnet_state["classifier.1.weight"].float())
+            self.fc6.bias.data.copy_(alexnet_state["classifier.1.bias"].float())
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, H, W) in [-1, 1] → (μ, log σ²), each (B, latent_dim)."""
+        import torch.nn.functional as F
+
+        if x.shape[-1] != 224:
+            x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
+        x = ((x + 1) * 0.5 - self.mean) / self.std
+        h = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 6), 1)
+        h = F.relu(self.fc6(h))
+        return self.mu(h), self.logvar(h).clamp(-30, 20)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
+        mu, logvar = self.encode(x)
+        eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu) if generator is not None \
+            else torch.randn_like(mu)
+        z = mu + (0.5 * logvar).exp() * eps
+        return self.decode(z), mu, logvar

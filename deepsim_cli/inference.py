@@ -1,0 +1,116 @@
+"""Inference: invert(), reencode(), interpolate(), optimize_invert(): tensors in, tensors out."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import Checkpoint, load_checkpoint, load_state_dict_strict
+from .encoders import Encoder, build_encoder, weights_dir
+from .errors import UsageError
+from .generators import Generator, GeneratorConfig
+
+
+@dataclass
+class LoadedGenerator:
+    """A generator with the metadata that says which encoder layer it inverts."""
+
+    G: Generator
+    encoder_name: str
+    layer: str
+    encoder_sha256: str
+    ckpt: Checkpoint
+
+    @property
+    def image_size(self) -> int:
+        return self.G.cfg.out_size
+
+
+def shipped_generator_path(layer: str, encoder: str = "alexnet") -> Path:
+    """weights/<encoder>-<layer>-generator.safetensors."""
+    return weights_dir() / f"{encoder}-{layer}-generator.safetensors"
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu",
+                   encoder: Encoder | None = None) -> LoadedGenerator:
+    """Load a generator checkpoint; with `encoder`, refuse one trained on a different encoder."""
+    ck = load_checkpoint(path, kind="generator", map_location="cpu")
+    cfg = GeneratorConfig.from_dict(ck.config["generator"])
+    G = Generator(cfg)
+    load_state_dict_strict(G, ck.tensors, f"generator {path}")
+    G.eval().requires_grad_(False).to(device)
+    if encoder is not None:
+        if ck.encoder != encoder.name:
+            raise UsageError(f"{path} inverts encoder {ck.encoder!r}, not {encoder.name!r}")
+        if ck.encoder_sha256 and encoder.sha256 and ck.encoder_sha256 != encoder.sha256 \
+                and ck.layer not in _conv_layers_shared(encoder):
+            raise UsageError(f"{path} was trained on different {ck.encoder} weights "
+                             f"(sha256 {ck.encoder_sha256[:12]}…, loaded {encoder.sha256[:12]}…)")
+    return LoadedGenerator(G, ck.encoder, ck.layer, ck.encoder_sha256, ck)
+
+
+def _conv_layers_shared(encoder: Encoder) -> tuple[str, ...]:
+    # the conv layers of the conv-only and the complete AlexNet files are the same genuine weights
+    from .encoders import ALEXNET_CONV_LAYERS
+    return ALEXNET_CONV_LAYERS if encoder.name == "alexnet" else ()
+
+
+@torch.no_grad()
+def invert(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, batch: int = 32) -> torch.Tensor:
+    """Reconstruct images from their features: G(E(x)).
+
+    Args:
+        x: (B, 3, H, W) in [-1, 1].
+    Returns:
+        (B, 3, S, S) in [-1, 1] (clamped), S = the generator's output size.
+    """
+    assert x.dim() == 4 and x.shape[1] == 3
+    dev = next(gen.G.parameters()).device
+    outs = []
+    for i in range(0, x.shape[0], batch):
+        y = encoder(x[i:i + batch].to(dev), [gen.layer])[gen.layer]
+        outs.append(gen.G(y).clamp(-1, 1))
+    return torch.cat(outs)
+
+
+def total_variation(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
+    """TV^β prior of Mahendran & Vedaldi, per image mean."""
+    dx = x[..., :, 1:] - x[..., :, :-1]
+    dy = x[..., 1:, :] - x[..., :-1, :]
+    return ((dx[..., :-1, :] ** 2 + dy[..., :, :-1] ** 2) ** (beta / 2)).mean()
+
+
+def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: int = 128, *,
+                    steps: int = 200, lr: float = 0.05, tv_weight: float = 0.5,
+                    init: torch.Tensor | None = None, seed: int = 0,
+                    on_step: Callable[[int, float], None] | None = None) -> torch.Tensor:
+    """Optimization-based inversion (Mahendran & Vedaldi 2015): gradient descent on the image
+    to match `target` features of `layer`, with a TV prior. Needs no trained generator.
+
+    Args:
+        target: (B, *feature shape) features to match.
+    Returns:
+        (B, 3, size, size) images in [-1, 1].
+    """
+    dev = target.device
+    g = torch.Generator().manual_seed(seed)
+    x = (init.clone() if init is not None else torch.randn(target.shape[0], 3, size, size, generator=g) * 0.1)
+    x = x.to(dev).requires_grad_(True)
+    opt = torch.optim.Adam([x], lr=lr)
+    energy = target.float().pow(2).mean().clamp_min(1e-8)
+    for i in range(steps):
+        for pg in opt.param_groups:
+            pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / steps))
+        f = encoder(x.clamp(-1, 1), [layer])[layer]
+        loss = (f.float() - target.float()).pow(2).mean() / energy + tv_weight * total_variation(x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if on_step:
+            on_step(i, float(loss))
+    return x.detach().clamp(-1, 1)

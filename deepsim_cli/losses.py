@@ -1,0 +1,115 @@
+"""DeePSiM loss terms and their composer.
+
+Scaling. The paper's weights (λ_feat 0.01, λ_adv 100, λ_img 2e-6) multiply *sums* over Caffe
+AlexNet features of 0–255 BGR images and over 0–255 pixels; copied onto means over [-1, 1]
+images and torchvision features they are meaningless. Here both squared-error terms are
+made dimensionless by dividing by the mean squared magnitude of the *real* batch's values
+(detached), so 1.0 means "as wrong as predicting zeros" whatever the comparator or resolution:
+
+    L_feat = mean((C(G(y)) − C(x))²) / mean(C(x)²)
+    L_img  = mean((G(y) − x)²)        / mean(x²)
+    L_adv  = −log σ(D(G(y)))             (per image, averaged)
+
+With the paper's weights applied to typical reconstruction errors of its own setup, the
+feature term carries most of the loss, the image term ~1/15 of it and the adversarial term a few
+percent per nat; DEFAULT_WEIGHTS keeps that balance on the normalised terms (the measured
+gradient ratio is recorded by benchmarks/loss_balance.py in benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+LOSS_PRESETS = {
+    "img": ("img",),
+    "img+adv": ("img", "adv"),
+    "img+feat": ("img", "feat"),
+    "feat+adv": ("feat", "adv"),
+    "full": ("feat", "adv", "img"),
+}
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    feat: float = 1.0
+    adv: float = 0.02
+    img: float = 0.05
+
+    def select(self, preset: str) -> "LossWeights":
+        """Zero the terms a --loss preset leaves out (the ablations of paper Fig. 1)."""
+        if preset not in LOSS_PRESETS:
+            raise ValueError(f"unknown loss preset {preset!r}; valid: {', '.join(LOSS_PRESETS)}")
+        on = LOSS_PRESETS[preset]
+        img = self.img if "img" in on else 0.0
+        if on == ("img",) or on == ("img", "adv"):
+            img = 1.0  # image loss alone: its absolute scale only sets the learning-rate balance
+        return LossWeights(feat=self.feat if "feat" in on else 0.0,
+                           adv=self.adv if "adv" in on else 0.0, img=img)
+
+
+DEFAULT_WEIGHTS = LossWeights()
+
+
+def _energy(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().float().pow(2).mean().clamp_min(1e-8)
+
+
+def feat_loss(c_fake: torch.Tensor, c_real: torch.Tensor) -> torch.Tensor:
+    """Normalised squared error between comparator features (see module docstring)."""
+    return (c_fake.float() - c_real.float()).pow(2).mean() / _energy(c_real)
+
+
+def img_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Normalised squared error in image space; images (B, 3, H, W) in [-1, 1]."""
+    return (fake.float() - real.float()).pow(2).mean() / _energy(real)
+
+
+def adv_loss(d_fake: torch.Tensor) -> torch.Tensor:
+    """Generator's adversarial loss −log D(G(y)), from D's logits."""
+    return F.softplus(-d_fake.float()).mean()
+
+
+def discr_loss(d_real: torch.Tensor, d_fake: torch.Tensor) -> torch.Tensor:
+    """Discriminator loss −log D(x) − log(1 − D(G(y))), from logits."""
+    return F.softplus(-d_real.float()).mean() + F.softplus(d_fake.float()).mean()
+
+
+def kl_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) || N(0, I)) summed over latent units, averaged over the batch."""
+    return 0.5 * (mu.float().pow(2) + logvar.float().exp() - 1.0 - logvar.float()).sum(1).mean()
+
+
+def generator_loss(
+    weights: LossWeights,
+    *,
+    fake: torch.Tensor,
+    real: torch.Tensor,
+    c_fake: torch.Tensor | None = None,
+    c_real: torch.Tensor | None = None,
+    d_fake: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Compose λ_feat·L_feat + λ_adv·L_adv + λ_img·L_img; terms with zero weight are skipped.
+
+    Returns:
+        (total, {"feat": …, "adv": …, "img": …}) with the unweighted term values as floats.
+    """
+    total = fake.new_zeros((), dtype=torch.float32)
+    parts: dict[str, float] = {}
+    if weights.feat:
+        assert c_fake is not None and c_real is not None
+        v = feat_loss(c_fake, c_real)
+        total = total + weights.feat * v
+        parts["feat"] = float(v.detach())
+    if weights.adv:
+        assert d_fake is not None
+        v = adv_loss(d_fake)
+        total = total + weights.adv * v
+        parts["adv"] = float(v.detach())
+    if weights.img:
+        v = img_loss(fake, real)
+        total = total + weights.img * v
+        parts["img"] = float(v.detach())
+    return total, parts

@@ -1,0 +1,349 @@
+"""DeePSiM training loop. Knows nothing about the terminal: it reports through `on_step`.
+
+A run directory holds config.json, stats.jsonl, grids/step-XXXXXXX.png, state.safetensors
+(everything needed to resume: G, D, optimizers, step, pause flags) and generator.safetensors
+(the exported generator in the shipped format). Batches and noise are functions of
+(seed, step), so a resumed run is identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import TrainConfig, write_json
+from .data import batch_indices, load_array, random_resized_crop, step_generator, to_float
+from .discriminator import Discriminator, DiscriminatorConfig
+from .encoders import EncoderSpec, build_encoder
+from .errors import DeepsimError, UsageError
+from .generators import VAE, Generator, GeneratorConfig
+from .losses import LOSS_PRESETS, LossWeights, discr_loss, generator_loss, kl_loss
+
+StepCallback = Callable[[int, dict[str, Any]], None]
+
+
+class NonFiniteLoss(DeepsimError):
+    pass
+
+
+def _dist_info() -> tuple[int, int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def maybe_init_distributed(device: torch.device) -> torch.device:
+    """Join the torchrun process group when launched by torchrun (WORLD_SIZE set)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if device.type == "cuda":
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(local)
+            device = torch.device("cuda", local)
+    return device
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"{prefix}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+class Trainer:
+    """Holds the models and state of one run; `train()` below is the public entry point."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, device: torch.device):
+        if cfg.loss not in LOSS_PRESETS:
+            raise UsageError(f"unknown --loss {cfg.loss!r}; valid: {', '.join(LOSS_PRESETS)}")
+        if cfg.model not in ("inverter", "vae"):
+            raise UsageError(f"unknown --model {cfg.model!r}; valid: inverter, vae")
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.device = device
+        self.rank, self.world, _ = _dist_info()
+        self.weights = LossWeights(cfg.w_feat, cfg.w_adv, cfg.w_img).select(cfg.loss)
+        self.amp = cfg.amp and device.type == "cuda"
+
+        self.encoder = build_encoder(cfg.encoder, cfg.encoder_weights, device)
+        comp = EncoderSpec.parse(cfg.comparator)
+        if comp.layer is None:
+            raise UsageError(f"--comparator must be ENCODER:LAYER, got {cfg.comparator!r}")
+        self.comp_layer = comp.layer
+        if self.weights.feat:
+            self.comparator = (self.encoder if comp.name == cfg.encoder and cfg.encoder_weights is None
+                               else build_encoder(comp.name, None, device))
+            self.comparator.check_layers([comp.layer])
+        else:
+            self.comparator = None
+
+        torch.manual_seed(cfg.seed)
+        if cfg.model == "inverter":
+            self.encoder.check_layers([cfg.layer])
+            shape = self.encoder.layer_shapes()[cfg.layer]
+            kind = "fc" if len(shape) == 1 else "conv"
+            self.gcfg = GeneratorConfig(kind, tuple(shape), cfg.image_size, cfg.g_width,
+                                        tuple(cfg.fc_dims) if kind == "fc" else ())
+            self.G: torch.nn.Module = Generator(self.gcfg).to(device)
+            cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
+        else:
+            self.gcfg = GeneratorConfig("fc", (cfg.latent_dim,), cfg.image_size, cfg.g_width, tuple(cfg.fc_dims))
+            vae = VAE(cfg.latent_dim, cfg.image_size, cfg.g_width, tuple(cfg.fc_dims))
+            if cfg.encoder == "alexnet" and self.encoder.weights_path is not None:
+                vae.init_from_alexnet(self.encoder.model.state_dict())
+            self.G = vae.to(device)
+            cond_dim = 0
+        self.D = Discriminator(DiscriminatorConfig(cfg.d_width, cond_dim)).to(device)
+        self.optG = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+        self.step = 0
+        self.d_paused = False
+        self.G_ddp = DDP(self.G) if self.world > 1 else self.G
+        self.D_ddp = DDP(self.D) if self.world > 1 else self.D
+
+    # ------------------------------------------------------------------ state
+    def state_path(self) -> Path:
+        return self.run_dir / "state.safetensors"
+
+    def save_state(self) -> None:
+        if self.rank != 0:
+            return
+        t = {f"G.{k}": v for k, v in self.G.state_dict().items()}
+        t.update({f"D.{k}": v for k, v in self.D.state_dict().items()})
+        t.update(_optimizer_tensors(self.optG, "optG"))
+        t.update(_optimizer_tensors(self.optD, "optD"))
+        save_checkpoint(self.state_path(), t, kind="train-state", config=self.cfg.to_dict(),
+                        encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
+                        extra={"d_paused": str(int(self.d_paused))})
+
+    def load_state(self) -> None:
+        ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
+        saved = TrainConfig.from_dict(ck.config)
+        fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "fc_dims",
+                 "d_width", "d_cond", "seed", "batch", "latent_dim")
+        diff = [k for k in fixed if getattr(saved, k) != getattr(self.cfg, k)]
+        if diff:
+            raise UsageError(f"cannot resume {self.run_dir}: config differs in {', '.join(diff)}")
+        self.G.load_state_dict({k[2:]: v for k, v in ck.tensors.items() if k.startswith("G.")})
+        self.D.load_state_dict({k[2:]: v for k, v in ck.tensors.items() if k.startswith("D.")})
+        _load_optimizer(self.optG, ck.tensors, "optG")
+        _load_optimizer(self.optD, ck.tensors, "optD")
+        self.step = ck.train_steps
+        self.d_paused = ck.extra.get("d_paused") == "1"
+
+    def export_generator(self, path: Path | None = None, metrics: dict | None = None) -> Path:
+        """Write the generator in the shipped format (what `deepsim invert --weights` loads)."""
+        path = path or self.run_dir / "generator.safetensors"
+        if self.cfg.model == "vae":
+            kind, layer = "vae", "z"
+            tensors = self.G.state_dict()
+        else:
+            kind, layer = "generator", self.cfg.layer
+            tensors = self.G.state_dict()
+        save_checkpoint(path, tensors, kind=kind,
+                        config={"generator": self.gcfg.to_dict(), "train": self.cfg.to_dict()},
+                        encoder=self.cfg.encoder, layer=layer, encoder_sha256=self.encoder.sha256,
+                        train_steps=self.step, metrics=metrics or {})
+        return path
+
+    # ------------------------------------------------------------------ step
+    def img_weight(self) -> float:
+        w = self.weights.img
+        if self.cfg.img_warmup and self.step < self.cfg.img_warmup and w:
+            f = self.step / self.cfg.img_warmup
+            return (1 - f) * 1.0 + f * w
+        return w
+
+    def make_batch(self, images: np.ndarray | torch.Tensor, step: int) -> torch.Tensor:
+        cfg = self.cfg
+        idx = batch_indices(len(images), cfg.batch * self.world, step, cfg.seed)
+        idx = idx[self.rank::self.world]
+        if isinstance(images, torch.Tensor):
+            u8 = images[idx.to(images.device)]
+        else:
+            u8 = torch.from_numpy(images[idx.numpy()])
+        x = to_float(u8.to(self.device, non_blocking=True))
+        return random_resized_crop(x, cfg.image_size, step_generator(cfg.seed, step),
+                                   scale=cfg.crop_scale)
+
+    def train_step(self, x: torch.Tensor) -> dict[str, Any]:
+        cfg, w = self.cfg, self.weights
+        torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout / VAE noise: a function of step
+        ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+        with torch.no_grad(), ac:
+            y = self.encoder(x, [cfg.layer])[cfg.layer].float() if cfg.model == "inverter" else None
+            c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float() if w.feat else None
+        with ac:
+            if cfg.model == "inverter":
+                fake = self.G_ddp(y)
+                mu = logvar = None
+            else:
+                fake, mu, logvar = self.G_ddp(x)
+        stats: dict[str, Any] = {}
+        l_discr = None
+        if w.adv and not self.d_paused:
+            with ac:
+                d_real = self.D_ddp(x, y)
+                d_fake = self.D_ddp(fake.detach(), y)
+            l_discr = discr_loss(d_real, d_fake)
+            self.optD.zero_grad(set_to_none=True)
+            l_discr.backward()
+            self.optD.step()
+        lw = LossWeights(w.feat, w.adv, self.img_weight())
+        with ac:
+            c_fake = self.comparator(fake, [self.comp_layer])[self.comp_layer] if w.feat else None
+            d_fake_g = None
+            if w.adv:
+                self.D.requires_grad_(False)
+                d_fake_g = self.D(fake, y)
+        total, parts = generator_loss(lw, fake=fake, real=x, c_fake=c_fake, c_real=c_real, d_fake=d_fake_g)
+        if w.adv:
+            self.D.requires_grad_(True)
+        if mu is not None:
+            kl = kl_loss(mu, logvar)
+            total = total + cfg.w_kl * kl
+            parts["kl"] = float(kl.detach())
+        if l_discr is None and w.adv:
+            with torch.no_grad(), ac:
+                l_discr = discr_loss(self.D(x, y), self.D(fake.detach(), y))
+        if not torch.isfinite(total):
+            raise NonFiniteLoss(f"non-finite loss at step {self.step} ({parts}); "
+                                f"last good checkpoint: {self.state_path()}")
+        g_paused = False
+        if w.adv and l_discr is not None:
+            ratio = float(l_discr) / max(parts["adv"], 1e-8)
+            g_paused = ratio > cfg.g_pause_above
+            # hysteresis as in the original code: pause D when it wins, resume once it is losing again
+            if self.d_paused and ratio > cfg.d_resume_above:
+                self.d_paused = False
+            elif not self.d_paused and ratio < cfg.d_pause_below:
+                self.d_paused = True
+            stats["discr"] = float(l_discr)
+        if not g_paused:
+            self.optG.zero_grad(set_to_none=True)
+            total.backward()
+            self.optG.step()
+        stats.update(parts)
+        stats.update(total=float(total.detach()), d_paused=self.d_paused, g_paused=g_paused,
+                     w_img=lw.img)
+        return stats
+
+    def save_grid(self, x: torch.Tensor, path: Path) -> None:
+        from .images import make_grid
+        self.G.eval()
+        with torch.no_grad():
+            if self.cfg.model == "inverter":
+                y = self.encoder(x, [self.cfg.layer])[self.cfg.layer]
+                fake = self.G(y)
+            else:
+                mu, _ = self.G.encode(x)
+                fake = self.G.decode(mu)
+        self.G.train()
+        n = x.shape[0]
+        cells = [t.float().clamp(-1, 1).cpu() for t in torch.cat([x, fake])]
+        caps = ["real"] * n + [f"G step {self.step}"] * n
+        from .utils import atomic_output
+        img = make_grid(cells, ncols=n, captions=caps)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as tmp:
+            img.save(tmp, format="PNG")
+
+
+def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
+          device: torch.device | str = "cpu", on_step: StepCallback | None = None,
+          images: np.ndarray | torch.Tensor | None = None) -> Path:
+    """Train a DeePSiM generator (or VAE) and export it; returns the generator checkpoint path.
+
+    Args:
+        cfg: the run's configuration.
+        run_dir: output folder (created); with `resume`, the run in it continues.
+        device: torch device.
+        on_step: called as on_step(step, stats) after every logged step.
+        images: optional preloaded (N, S, S, 3) uint8 images (skips decoding cfg.data).
+    """
+    device = maybe_init_distributed(torch.device(device))
+    run_dir = Path(run_dir)
+    rank, world, _ = _dist_info()
+    if not resume and (run_dir / "state.safetensors").exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --out")
+    if resume and not (run_dir / "state.safetensors").exists():
+        raise UsageError(f"nothing to resume in {run_dir} (no state.safetensors)")
+    if images is None:
+        if not cfg.data:
+            raise UsageError("no training data: pass --data DIR|TAR")
+        if rank == 0:
+            images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
+        if world > 1:
+            dist.barrier()
+            if rank != 0:
+                images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
+    trainer = Trainer(cfg, run_dir, device)
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "config.json", cfg.to_dict())
+    if resume:
+        trainer.load_state()
+    if device.type == "cuda" and isinstance(images, np.ndarray):
+        images = torch.from_numpy(images).to(device)  # whole set on the GPU: no loader bottleneck
+    fixed = trainer.make_batch(images, 0)[:8].detach().clone()
+    stats_f = open(run_dir / "stats.jsonl", "a") if rank == 0 else None
+    t0, seen, t_start = time.time(), 0, time.time()
+    try:
+        while trainer.step < cfg.steps:
+            x = trainer.make_batch(images, trainer.step)
+            stats = trainer.train_step(x)
+            trainer.step += 1
+            seen += x.shape[0] * world
+            s = trainer.step
+            if s % cfg.log_every == 0 or s == cfg.steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.time() - t0
+                stats.update(step=s, img_s=seen / max(dt, 1e-9), time=time.time() - t_start)
+                t0, seen = time.time(), 0
+                if stats_f:
+                    stats_f.write(json.dumps(stats) + "\n")
+                    stats_f.flush()
+                if on_step:
+                    on_step(s, stats)
+            if rank == 0 and cfg.grid_every and s % cfg.grid_every == 0:
+                trainer.save_grid(fixed, run_dir / "grids" / f"step-{s:07d}.png")
+            out_of_time = cfg.time_limit is not None and time.time() - t_start > cfg.time_limit
+            if s % cfg.ckpt_every == 0 or s == cfg.steps or out_of_time:
+                trainer.save_state()
+                if rank == 0:
+                    trainer.export_generator()
+            if out_of_time:
+                break
+    except KeyboardInterrupt:
+        trainer.save_state()
+        if rank == 0:
+            trainer.export_generator()
+        raise
+    finally:
+        if stats_f:
+            stats_f.close()
+    return run_dir / "generator.safetensors"
