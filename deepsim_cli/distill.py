@@ -51,10 +51,10 @@ def _norm(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 0.5 - mean) / std
 
 
-def _cutmix(x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """CutMix images and mix the teacher's probabilities by area (t: (B, C) probabilities)."""
+def _cutmix(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Paste a random box of a shuffled batch into each image (CutMix)."""
     b, _, h, w = x.shape
-    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    lam = float(torch.rand(1, generator=g))
     perm = torch.randperm(b, generator=g).to(x.device)
     ch, cw = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
     cy, cx = int(torch.randint(h, (1,), generator=g)), int(torch.randint(w, (1,), generator=g))
@@ -62,7 +62,7 @@ def _cutmix(x: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> tuple[torch
     x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
     x = x.clone()
     x[:, :, y0:y1, x0:x1] = x[perm, :, y0:y1, x0:x1]
-    return x, perm
+    return x
 
 
 def teacher_student(device: torch.device):
@@ -77,7 +77,7 @@ def teacher_student(device: torch.device):
 
 
 def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 128, iters: int = 500,
-                   batch: int = 256, lr: float = 0.1, r_bn: float = 0.01, r_tv: float = 1e-4,
+                   batch: int = 256, lr: float = 0.1, r_bn: float = 0.05, r_tv: float = 2.0,
                    r_l2: float = 1e-5, seed: int = 0, device: torch.device,
                    log: Callable[[str], None] = print) -> np.ndarray:
     """Synthesize one image per entry of `classes` by DeepInversion (Yin et al., CVPR 2020).
@@ -89,7 +89,7 @@ def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 12
     losses: list[torch.Tensor] = []
 
     def hook(mod, inp, _out):
-        x = inp[0]
+        x = inp[0].float()
         mu = x.mean((0, 2, 3))
         var = x.var((0, 2, 3), unbiased=False)
         losses.append(torch.norm(mu - mod.running_mean, 2) + torch.norm(var - mod.running_var, 2))
@@ -118,7 +118,7 @@ def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 12
                 ce = F.cross_entropy(logits.float(), cls)
                 bn = torch.stack([v.float() for v in losses]).sum()
                 tv = ((xi[:, :, 1:] - xi[:, :, :-1]).pow(2).mean() + (xi[..., 1:] - xi[..., :-1]).pow(2).mean())
-                loss = ce + r_bn * bn * 100 + r_tv * tv * 1e4 + r_l2 * x.pow(2).sum() / b
+                loss = ce + r_bn * bn + r_tv * tv + r_l2 * x.pow(2).sum() / b
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -178,7 +178,11 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, 
     student.classifier.train()
     while step < cfg.steps:
         g = step_generator(cfg.seed, step, salt=17)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        # cosine over whichever budget runs out first: steps or wall time
+        prog = step / cfg.steps
+        if cfg.time_limit:
+            prog = max(prog, (time.time() - t_start) / cfg.time_limit)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0)))
         for pg in opt.param_groups:
             pg["lr"] = lr
         counts = torch.distributions.Multinomial(cfg.batch, sizes / sizes.sum()).sample().long() \
@@ -191,15 +195,14 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, 
             x = to_float(a[idx])
             views.append(random_resized_crop(x, 224, g, scale=cfg.crop_scale))
         x = color_jitter(torch.cat(views), g, 0.3)
+        # the teacher labels the mixed image itself, so targets need no mixing
         r = float(torch.rand(1, generator=g))
-        mixed_perm = None
-        lam = 1.0
         if r < cfg.cutmix:
-            x, _ = _cutmix(x, None, g)
+            x = _cutmix(x, g)
         elif r < cfg.cutmix + cfg.mixup:
             lam = float(torch.empty(1).uniform_(0.3, 0.7, generator=g))
-            mixed_perm = torch.randperm(x.shape[0], generator=g).to(device)
-            x = lam * x + (1 - lam) * x[mixed_perm]
+            perm = torch.randperm(x.shape[0], generator=g).to(device)
+            x = lam * x + (1 - lam) * x[perm]
         xn = _norm(x)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             t_logits = teacher(xn.contiguous(memory_format=torch.channels_last)).float()
@@ -212,7 +215,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, 
         loss.backward()
         opt.step()
         step += 1
-        hist.append(float(loss))
+        hist.append(float(loss.detach()))
         if step % cfg.log_every == 0:
             with torch.no_grad():
                 agree = (s_logits.argmax(1) == t_logits.argmax(1)).float().mean().item()
@@ -225,11 +228,13 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, 
             log(f"time limit reached at step {step}")
             break
     conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors")
-    sd = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+    # genuine conv weights stay float32 (bit-exact torchvision); the distilled head ships in float16
+    sd = {k: v.detach().cpu() if k.startswith("features.") else v.detach().cpu().half()
+          for k, v in student.state_dict().items()}
     save_checkpoint(out, sd, kind="encoder", config={"arch": "alexnet", "distill": asdict(cfg)},
                     encoder="alexnet", train_steps=step,
                     extra={"teacher": "mobilenet_v2 IMAGENET1K_V1",
-                           "conv_source": conv.extra.get("source", "alexnet-conv.safetensors")})
+                           "conv_source": conv.extra.get("source_package", "alexnet-conv.safetensors")})
     return {"steps": step, "final_loss": sum(hist[-100:]) / max(1, len(hist[-100:]))}
 
 

@@ -80,14 +80,14 @@ class Encoder(nn.Module):
     def train(self, mode: bool = True):  # frozen: dropout/BN always in eval mode
         return super().train(False)
 
-    def check_layers(self, layers: Sequence[str]) -> list[str]:
-        """Validate layer names; unknown → UsageError listing the valid ones."""
+    def check_layers(self, layers: Sequence[str], trained_only: bool = True) -> list[str]:
+        """Validate layer names; unknown (or untrained) → UsageError listing the valid ones."""
         out = []
         for layer in layers:
             if layer not in self.layer_names:
                 raise UsageError(f"unknown layer {layer!r} for encoder {self.name!r}; "
                                  f"valid: {', '.join(self.layer_names)}")
-            if layer not in self.trained_layers:
+            if trained_only and layer not in self.trained_layers:
                 raise UsageError(f"layer {layer!r} of encoder {self.name!r} has no trained weights here "
                                  f"(loaded: {self.weights_path}); trained: {', '.join(self.trained_layers)}")
             out.append(layer)
@@ -101,10 +101,11 @@ class Encoder(nn.Module):
                               align_corners=False, antialias=x.shape[-1] > self.input_size)
         return ((x + 1) * 0.5 - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor, layers: Sequence[str] | str) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, layers: Sequence[str] | str,
+                trained_only: bool = True) -> dict[str, torch.Tensor]:
         if isinstance(layers, str):
             layers = [layers]
-        layers = self.check_layers(layers)
+        layers = self.check_layers(layers, trained_only)
         need = {("fc8" if layer == "prob" and "fc8" in self.taps else
                  "logits" if layer == "prob" else layer) for layer in layers}
         order = list(self.taps)
@@ -144,7 +145,8 @@ class Encoder(nn.Module):
     def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:
         """{layer: shape without batch} for an input of `size` px (default: input_size)."""
         size = size or self.input_size
-        feats = self.forward(torch.zeros(1, 3, size, size, device=self.mean.device), list(self.layer_names))
+        feats = self.forward(torch.zeros(1, 3, size, size, device=self.mean.device), list(self.layer_names),
+                             trained_only=False)
         return {k: tuple(v.shape[1:]) for k, v in feats.items()}
 
 

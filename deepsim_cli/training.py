@@ -234,14 +234,14 @@ class Trainer:
                                 f"last good checkpoint: {self.state_path()}")
         g_paused = False
         if w.adv and l_discr is not None:
-            ratio = float(l_discr) / max(parts["adv"], 1e-8)
+            ratio = float(l_discr.detach()) / max(parts["adv"], 1e-8)
             g_paused = ratio > cfg.g_pause_above
             # hysteresis as in the original code: pause D when it wins, resume once it is losing again
             if self.d_paused and ratio > cfg.d_resume_above:
                 self.d_paused = False
             elif not self.d_paused and ratio < cfg.d_pause_below:
                 self.d_paused = True
-            stats["discr"] = float(l_discr)
+            stats["discr"] = float(l_discr.detach())
         if not g_paused:
             self.optG.zero_grad(set_to_none=True)
             total.backward()

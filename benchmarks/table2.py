@@ -1,0 +1,92 @@
+"""The paper's Table 2 on held-out images: normalized Euclidean error (%) in image space and in
+the inverted layer's feature space, for each layer: ours (full DeePSiM), the image-loss-only
+generator (same architecture and budget), optimisation-based inversion (Mahendran & Vedaldi,
+TV prior) and the mean image. Also PSNR / SSIM.
+
+    python benchmarks/table2.py --runs RUNS_DIR --data ../shared/data/imagenette-160-val.tar \
+        --out table2.json [--n 500] [--opt-n 100] [--opt-steps 200] [--device cuda]
+RUNS_DIR holds <layer>-full/ and <layer>-img/ run folders (generator.safetensors inside), or
+pass --shipped to use weights/ for "ours".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deepsim_cli.data import load_array, to_float  # noqa: E402
+from deepsim_cli.encoders import build_encoder  # noqa: E402
+from deepsim_cli.inference import invert, load_generator, optimize_invert, shipped_generator_path  # noqa: E402
+from deepsim_cli.metrics import mean_pairwise_distance, normalized_error, psnr, ssim  # noqa: E402
+
+
+def feats(enc, x, layer, batch=100):
+    with torch.no_grad():
+        return torch.cat([enc(x[i:i + batch], [layer])[layer].float() for i in range(0, len(x), batch)])
+
+
+def row(name, recon, x, enc, layer, f_x, s_img, s_feat):
+    f_r = feats(enc, recon, layer)
+    return {"method": name, "layer": layer, "n": len(x),
+            "img_err": normalized_error(recon.cpu(), x.cpu(), s_img).mean().item(),
+            "feat_err": normalized_error(f_r.cpu(), f_x.cpu(), s_feat).mean().item(),
+            "psnr": psnr(recon, x).mean().item(), "ssim": ssim(recon, x).mean().item()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=Path)
+    ap.add_argument("--shipped", action="store_true")
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--encoder-weights")
+    ap.add_argument("--layers", default="pool5,fc6,fc7,fc8")
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--opt-n", type=int, default=100)
+    ap.add_argument("--opt-steps", type=int, default=200)
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args()
+    dev = torch.device(a.device)
+    enc = build_encoder("alexnet", a.encoder_weights, dev)
+    arr, _ = load_array(a.data, a.size)
+    x = to_float(torch.from_numpy(arr[:a.n])).to(dev)
+    s_img = mean_pairwise_distance(x.cpu())
+    rows = []
+    mean_img = x.mean(0, keepdim=True).expand_as(x)
+    for layer in a.layers.split(","):
+        t0 = time.time()
+        f_x = feats(enc, x, layer)
+        s_feat = mean_pairwise_distance(f_x.cpu())
+        rows.append(row("mean image", mean_img, x, enc, layer, f_x, s_img, s_feat))
+        cands = {"DeePSiM (ours)": shipped_generator_path(layer) if a.shipped else a.runs / f"{layer}-full" / "generator.safetensors",
+                 "image loss only": a.runs / f"{layer}-img" / "generator.safetensors" if a.runs else None,
+                 "DeePSiM, 4x image loss": a.runs / f"{layer}-imgx4" / "generator.safetensors" if a.runs else None}
+        for name, path in cands.items():
+            if path is not None and Path(path).exists():
+                gen = load_generator(path, dev)
+                rows.append(row(name, invert(x, enc, gen), x, enc, layer, f_x, s_img, s_feat))
+        if a.opt_n:
+            k = min(a.opt_n, len(x))
+            recon = torch.cat([optimize_invert(f_x[i:i + 100], enc, layer, a.size, steps=a.opt_steps)
+                               for i in range(0, k, 100)])
+            fx_k = f_x[:k]
+            r = row("optimization (M&V, TV)", recon, x[:k], enc, layer, fx_k, s_img, s_feat)
+            rows.append(r)
+        print(f"{layer} done in {time.time() - t0:.0f}s", flush=True)
+        for r in rows:
+            if r["layer"] == layer:
+                print(f"  {r['method']:<26} img {r['img_err']:6.1f}%  feat {r['feat_err']:6.1f}%  "
+                      f"PSNR {r['psnr']:5.2f}  SSIM {r['ssim']:.3f}  (n={r['n']})", flush=True)
+    a.out.write_text(json.dumps({"data": a.data, "n": a.n, "size": a.size, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
