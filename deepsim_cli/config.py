@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .losses import DEFAULT_WEIGHTS
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -21,6 +23,8 @@ class TrainConfig:
     encoder_weights: str | None = None
     layer: str = "fc6"
     comparator: str = "alexnet:pool5"  # encoder:layer for L_feat
+    comparator_size: int | None = None  # side the comparator sees (None: its native 224); CPU runs use image_size
+    feature_cache: bool = False       # precompute E(x) once on fixed centre crops (no crop/flip augmentation)
     data: tuple[str, ...] = ()
     image_size: int = 128             # generator output = training crop size
     load_size: int = 144              # images are decoded once at this size, then randomly cropped
@@ -32,9 +36,9 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     loss: str = "full"                # img | img+adv | img+feat | feat+adv | full
-    w_feat: float = 1.0
-    w_adv: float = 0.02
-    w_img: float = 0.05
+    w_feat: float = DEFAULT_WEIGHTS.feat
+    w_adv: float = DEFAULT_WEIGHTS.adv
+    w_img: float = DEFAULT_WEIGHTS.img
     img_warmup: int = 0               # steps over which λ_img decays linearly from 1 to w_img
     w_kl: float = 0.002               # VAE only: per nat of KL summed over latent units
     latent_dim: int = 1024            # VAE only

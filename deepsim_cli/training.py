@@ -94,8 +94,10 @@ class Trainer:
             raise UsageError(f"--comparator must be ENCODER:LAYER, got {cfg.comparator!r}")
         self.comp_layer = comp.layer
         if self.weights.feat:
-            self.comparator = (self.encoder if comp.name == cfg.encoder and cfg.encoder_weights is None
-                               else build_encoder(comp.name, None, device))
+            same = comp.name == cfg.encoder and cfg.encoder_weights is None and not cfg.comparator_size
+            self.comparator = self.encoder if same else build_encoder(comp.name, None, device)
+            if cfg.comparator_size:
+                self.comparator.input_size = cfg.comparator_size
             self.comparator.check_layers([comp.layer])
         else:
             self.comparator = None
@@ -121,8 +123,10 @@ class Trainer:
         self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.d_paused = False
-        self.G_ddp = DDP(self.G) if self.world > 1 else self.G
-        self.D_ddp = DDP(self.D) if self.world > 1 else self.D
+        # wrap whenever a process group exists (even world size 1, so the DDP path is testable)
+        ddp = dist.is_available() and dist.is_initialized()
+        self.G_ddp = DDP(self.G) if ddp else self.G
+        self.D_ddp = DDP(self.D) if ddp else self.D
 
     # ------------------------------------------------------------------ state
     def state_path(self) -> Path:
@@ -177,24 +181,44 @@ class Trainer:
             return (1 - f) * 1.0 + f * w
         return w
 
+    def batch_index(self, n: int, step: int) -> torch.Tensor:
+        idx = batch_indices(n, self.cfg.batch * self.world, step, self.cfg.seed)
+        return idx[self.rank::self.world]
+
     def make_batch(self, images: np.ndarray | torch.Tensor, step: int) -> torch.Tensor:
+        """Batch `step` as (B, 3, S, S) in [-1, 1]: random resized crops + flips, or, with the
+        feature cache, the stored centre crops as they are."""
         cfg = self.cfg
-        idx = batch_indices(len(images), cfg.batch * self.world, step, cfg.seed)
-        idx = idx[self.rank::self.world]
+        idx = self.batch_index(len(images), step)
         if isinstance(images, torch.Tensor):
             u8 = images[idx.to(images.device)]
         else:
             u8 = torch.from_numpy(images[idx.numpy()])
         x = to_float(u8.to(self.device, non_blocking=True))
+        if cfg.feature_cache:
+            return x
         return random_resized_crop(x, cfg.image_size, step_generator(cfg.seed, step),
                                    scale=cfg.crop_scale)
 
-    def train_step(self, x: torch.Tensor) -> dict[str, Any]:
+    @torch.no_grad()
+    def compute_features(self, images: np.ndarray, batch: int = 64) -> torch.Tensor:
+        """E(x) of every (centre-cropped) image, float16 on the CPU, for the feature cache."""
+        out = []
+        for i in range(0, len(images), batch):
+            x = to_float(torch.from_numpy(images[i:i + batch]).to(self.device))
+            out.append(self.encoder(x, [self.cfg.layer])[self.cfg.layer].half().cpu())
+        return torch.cat(out)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
+        """One D update (unless paused) and one G update on images x (and cached features y)."""
         cfg, w = self.cfg, self.weights
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout / VAE noise: a function of step
         ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
         with torch.no_grad(), ac:
-            y = self.encoder(x, [cfg.layer])[cfg.layer].float() if cfg.model == "inverter" else None
+            if y is not None:
+                y = y.to(self.device).float()
+            elif cfg.model == "inverter":
+                y = self.encoder(x, [cfg.layer])[cfg.layer].float()
             c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float() if w.feat else None
         with ac:
             if cfg.model == "inverter":
@@ -272,6 +296,24 @@ class Trainer:
             img.save(tmp, format="PNG")
 
 
+def _cached_features(trainer: Trainer, images: np.ndarray, cfg: TrainConfig) -> torch.Tensor:
+    """E(x) for every training image, computed once and kept in $DEEPSIM_CACHE across runs."""
+    import hashlib
+
+    from .data import cache_dir
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(images[:: max(1, len(images) // 64)]).tobytes())
+    h.update(f"{len(images)}|{cfg.encoder}|{trainer.encoder.sha256}|{cfg.layer}|{cfg.image_size}".encode())
+    path = cache_dir() / f"features-{cfg.encoder}-{cfg.layer}-{h.hexdigest()[:16]}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=True)
+    feats = trainer.compute_features(images)
+    from .utils import atomic_output
+    with atomic_output(path) as tmp:
+        torch.save(feats, tmp)
+    return feats
+
+
 def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
           device: torch.device | str = "cpu", on_step: StepCallback | None = None,
           images: np.ndarray | torch.Tensor | None = None) -> Path:
@@ -306,6 +348,14 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
         write_json(run_dir / "config.json", cfg.to_dict())
     if resume:
         trainer.load_state()
+    features = None
+    if cfg.feature_cache:
+        if cfg.model != "inverter":
+            raise UsageError("--feature-cache applies to inverters, not the VAE")
+        if images.shape[1] != cfg.image_size:
+            raise UsageError(f"--feature-cache needs images decoded at --image-size "
+                             f"({cfg.image_size}), got {images.shape[1]} (set --load-size {cfg.image_size})")
+        features = _cached_features(trainer, images, cfg)
     if device.type == "cuda" and isinstance(images, np.ndarray):
         images = torch.from_numpy(images).to(device)  # whole set on the GPU: no loader bottleneck
     fixed = trainer.make_batch(images, 0)[:8].detach().clone()
@@ -314,7 +364,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
     try:
         while trainer.step < cfg.steps:
             x = trainer.make_batch(images, trainer.step)
-            stats = trainer.train_step(x)
+            y = features[trainer.batch_index(len(images), trainer.step)] if features is not None else None
+            stats = trainer.train_step(x, y)
             trainer.step += 1
             seen += x.shape[0] * world
             s = trainer.step
