@@ -1,0 +1,160 @@
+"""The `deepsim` command line: a thin Typer layer over the library.
+
+Each command lives in its own module and only parses, validates, calls the library and
+reports. Errors become one line on stderr and an exit code: 1 runtime error, 2 usage or bad
+input, 130 interrupted (the full traceback only with --debug).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import traceback
+from typing import Annotated, Any, NoReturn, Optional
+
+import typer
+from typer.core import TyperGroup
+
+from .. import __version__
+from ..errors import DeepsimError
+from . import (distill, eval as eval_cmd, interpolate, invert, layers, neighbors, reencode, sample,
+               train, visualize, weights)
+from ._options import GlobalOptions, check_device, err_console
+
+# Typer and Click signal exits and usage errors with exceptions; they must pass through untouched
+# so that `--help`, `typer.Exit` and Click's own usage errors (exit 2) behave as usual.
+_PASSTHROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort) + tuple(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def _is_broken_pipe(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE
+
+
+def _silence_broken_pipe() -> int:
+    # `deepsim … | head`: the reader went away; Python would complain again at exit when it
+    # flushes stdout, so point stdout at /dev/null (the recipe in Python's signal docs)
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return 1
+
+
+def report_error(exc: BaseException, debug: bool) -> int:
+    """Print the one-line diagnostic for `exc` (plus the traceback with --debug); return the exit code."""
+    con = err_console()
+    if debug:
+        traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    if isinstance(exc, KeyboardInterrupt):
+        con.print("error: interrupted", markup=False, soft_wrap=True)
+        return 130
+    if isinstance(exc, DeepsimError):
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        con.print(f"error: {msg}", markup=False, soft_wrap=True)
+        return int(getattr(exc, "exit_code", 1))
+    msg = " ".join(str(exc).split())
+    hint = "" if debug else " (run with --debug for the traceback)"
+    con.print(f"error: {type(exc).__name__}: {msg}{hint}", markup=False, soft_wrap=True)
+    return 1
+
+
+class DeepsimGroup(TyperGroup):
+    """Maps library exceptions to one-line errors and exit codes inside Click's own main loop,
+    so `deepsim …`, `python -m deepsim_cli …` and Typer's CliRunner all behave the same."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except _PASSTHROUGH:
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            if _is_broken_pipe(e):
+                raise  # Typer's main loop exits quietly on EPIPE
+            code = report_error(e, _debug_flag(ctx))
+            raise typer.Exit(code) from None
+
+
+def _debug_flag(ctx: Any) -> bool:
+    obj = ctx.find_object(GlobalOptions)
+    if obj is not None:
+        return obj.debug
+    return bool(ctx.params.get("debug"))
+
+
+app = typer.Typer(
+    name="deepsim",
+    cls=DeepsimGroup,
+    help="Invert and visualize what CNN layers encode (DeePSiM generators, DGN-AM).\n\n"
+         "Results go to stdout, progress and diagnostics to stderr. Exit codes: 0 ok, "
+         "1 runtime error, 2 usage or bad input, 130 interrupted.",
+    epilog="Start with [bold]deepsim layers[/bold] to see the encoders and their layers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"deepsim {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    device: Annotated[str, typer.Option(
+        "--device", metavar="auto|cpu|cuda[:N]", callback=check_device,
+        help="Compute device; auto = CUDA when present.")] = "auto",
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", show_default=False,
+        help="Seed for everything random (recorded with results). [dim]\\[default: 0][/dim]")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    ctx.obj = GlobalOptions(device=device, seed=0 if seed is None else seed, seed_given=seed is not None,
+                            json=json_out, debug=debug, quiet=quiet)
+
+
+_MAIN = "Main commands"
+_TOOLS = "Training and evaluation"
+_INFO = "Information"
+
+app.command("invert", rich_help_panel=_MAIN)(invert.invert)
+app.command("reencode", rich_help_panel=_MAIN)(reencode.reencode)
+app.command("interpolate", rich_help_panel=_MAIN)(interpolate.interpolate)
+app.command("sample", rich_help_panel=_MAIN)(sample.sample)
+app.command("visualize", rich_help_panel=_MAIN)(visualize.visualize)
+app.command("train", rich_help_panel=_TOOLS)(train.train)
+app.command("eval", rich_help_panel=_TOOLS)(eval_cmd.eval_)
+app.command("neighbors", rich_help_panel=_TOOLS)(neighbors.neighbors)
+app.command("distill", rich_help_panel=_TOOLS)(distill.distill)
+app.command("layers", rich_help_panel=_INFO)(layers.layers)
+app.command("weights", rich_help_panel=_INFO)(weights.weights)
+
+
+def main(argv: Optional[list[str]] = None) -> NoReturn:
+    """Console-script entry point (`deepsim`)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        app(args=args, prog_name="deepsim")
+    except SystemExit:
+        raise
+    except _PASSTHROUGH:
+        raise
+    except (Exception, KeyboardInterrupt) as e:  # anything raised outside a command's invoke
+        if _is_broken_pipe(e):
+            sys.exit(_silence_broken_pipe())
+        sys.exit(report_error(e, "--debug" in args))
+    sys.exit(0)
+
+
+__all__ = ["app", "main", "report_error"]

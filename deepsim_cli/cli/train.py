@@ -1,0 +1,221 @@
+"""`deepsim train`: train a DeePSiM generator (or VAE) for one encoder layer."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ..config import TrainConfig
+from ._options import (DeviceOpt, EncoderWeightsOpt, JsonOpt, LossChoice, ModelChoice, QuietOpt,
+                       SeedOpt, err_console, print_json, resolve)
+
+_D = TrainConfig()
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.I)
+
+
+def parse_duration(text: str) -> float:
+    """'3600' | '90s' | '90m' | '1.5h' | '1d' → seconds."""
+    from ..errors import UsageError
+
+    m = _DURATION.match(text)
+    if not m:
+        raise UsageError(f"--time-limit {text!r} is not a duration (e.g. 3600, 90m, 2h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
+
+
+def build_config(base: TrainConfig, **given: Any) -> TrainConfig:
+    """`base` with every option the user actually passed (None = not passed) applied."""
+    return base.replace(**{k: v for k, v in given.items() if v is not None})
+
+
+def _fmt_stats(stats: dict[str, Any]) -> str:
+    parts = [f"{k} {stats[k]:.4g}" for k in ("total", "feat", "adv", "img", "kl", "discr")
+             if isinstance(stats.get(k), (int, float))]
+    if stats.get("d_paused"):
+        parts.append("D paused")
+    if stats.get("g_paused"):
+        parts.append("G paused")
+    if isinstance(stats.get("img_s"), (int, float)):
+        parts.append(f"{stats['img_s']:.3g} img/s")
+    return " · ".join(parts)
+
+
+def _h(text: str, default: Any) -> str:
+    # Typer renders a string show_default as "(value)"; this keeps its usual look
+    return f"{text} [dim]\\[default: {default}][/dim]"
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", "-d", metavar="DIR|TAR", show_default=False,
+        help="Training images: a folder (searched recursively), a tar file or an image; repeatable.")] = None,
+    layer: Annotated[Optional[str], typer.Option(
+        "--layer", "-l", metavar="LAYER", show_default=False,
+        help=_h("Encoder layer whose features G inverts (see `deepsim layers`).", _D.layer))] = None,
+    encoder: Annotated[Optional[str], typer.Option(
+        "--encoder", "-e", metavar="NAME", show_default=False, help=_h("Encoder.", _D.encoder))] = None,
+    encoder_weights: EncoderWeightsOpt = None,
+    comparator: Annotated[Optional[str], typer.Option(
+        "--comparator", metavar="ENCODER:LAYER", show_default=False,
+        help=_h("Feature-loss network and layer.", _D.comparator))] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", metavar="RUN_DIR", show_default=False,
+        help="Run folder [dim]\\[default: runs/<layer>-<timestamp>][/dim].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
+    model: Annotated[Optional[ModelChoice], typer.Option(
+        "--model", show_default=False, help=_h("inverter: G(features) → image; vae: the VAE baseline.", _D.model))] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, show_default=False,
+                                                 help=_h("Total optimizer steps.", _D.steps))] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", "-b", min=1, show_default=False,
+                                                 help=_h("Batch size.", _D.batch))] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", min=0, show_default=False,
+                                                help=_h("Adam learning rate (G and D).", _D.lr))] = None,
+    loss: Annotated[Optional[LossChoice], typer.Option(
+        "--loss", show_default=False, help=_h("Which loss terms to use.", _D.loss))] = None,
+    w_feat: Annotated[Optional[float], typer.Option("--w-feat", min=0, show_default=False,
+                                                    help=_h("Weight of the feature loss.", _D.w_feat))] = None,
+    w_adv: Annotated[Optional[float], typer.Option("--w-adv", min=0, show_default=False,
+                                                   help=_h("Weight of the adversarial loss.", _D.w_adv))] = None,
+    w_img: Annotated[Optional[float], typer.Option("--w-img", min=0, show_default=False,
+                                                   help=_h("Weight of the image loss.", _D.w_img))] = None,
+    img_warmup: Annotated[Optional[int], typer.Option(
+        "--img-warmup", min=0, show_default=False,
+        help=_h("Steps over which the image-loss weight decays from 1 to --w-img.", _D.img_warmup))] = None,
+    image_size: Annotated[Optional[int], typer.Option(
+        "--image-size", min=8, show_default=False, help=_h("Generator output / training crop size.", _D.image_size))] = None,
+    load_size: Annotated[Optional[int], typer.Option(
+        "--load-size", min=8, show_default=False,
+        help=_h("Images are decoded once at this size, then randomly cropped.", _D.load_size))] = None,
+    g_width: Annotated[Optional[float], typer.Option("--g-width", min=0, show_default=False,
+                                                     help=_h("Generator width multiplier.", _D.g_width))] = None,
+    d_width: Annotated[Optional[float], typer.Option("--d-width", min=0, show_default=False,
+                                                     help=_h("Discriminator width multiplier.", _D.d_width))] = None,
+    no_d_cond: Annotated[bool, typer.Option("--no-d-cond", help="Do not feed the features to D.")] = False,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, show_default=False,
+                                                 help="Use only the first N images.")] = None,
+    grid_every: Annotated[Optional[int], typer.Option(
+        "--grid-every", min=0, show_default=False, help=_h("Write a reals/fakes grid every N steps (0 = never).", _D.grid_every))] = None,
+    ckpt_every: Annotated[Optional[int], typer.Option(
+        "--ckpt-every", min=1, show_default=False, help=_h("Checkpoint every N steps.", _D.ckpt_every))] = None,
+    log_every: Annotated[Optional[int], typer.Option(
+        "--log-every", min=1, show_default=False, help=_h("Log stats (and update progress) every N steps.", _D.log_every))] = None,
+    time_limit: Annotated[Optional[str], typer.Option(
+        "--time-limit", metavar="DURATION", show_default=False,
+        help="Stop cleanly (with a checkpoint) after this long: 3600, 90m, 2h.")] = None,
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable bf16 autocast on CUDA.")] = False,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a generator that inverts one encoder layer (DeePSiM: feature + adversarial + image loss).
+
+    The run folder gets config.json, stats.jsonl, grids/, state.safetensors (to --resume) and generator.safetensors (what `deepsim invert --weights` will load); the generator's path is printed on stdout. With --resume, options you do not pass are taken from the run's config.json.
+
+    [bold]Examples[/bold]
+
+      deepsim train --layer pool5 --data imagenette/train --out runs/pool5 --steps 20000
+
+      deepsim train --layer pool5 --data photos/ --loss img --steps 2000 --image-size 64
+
+      deepsim train --out runs/pool5 --resume --steps 40000
+    """
+    from ..errors import UsageError
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    if resume and out is None:
+        raise UsageError("--resume needs --out RUN_DIR (the run to continue)")
+
+    given: dict[str, Any] = dict(
+        layer=layer, encoder=encoder, comparator=comparator, model=model, steps=steps, batch=batch,
+        lr=lr, loss=loss, w_feat=w_feat, w_adv=w_adv, w_img=w_img, img_warmup=img_warmup,
+        image_size=image_size, load_size=load_size, g_width=g_width, d_width=d_width, limit=limit,
+        grid_every=grid_every, ckpt_every=ckpt_every, log_every=log_every,
+        encoder_weights=str(encoder_weights) if encoder_weights is not None else None,
+        data=tuple(str(p) for p in data) if data else None,
+        time_limit=parse_duration(time_limit) if time_limit is not None else None,
+        d_cond=False if no_d_cond else None,
+        amp=False if no_amp else None,
+        seed=opts.seed if opts.seed_given else None,
+    )
+    if resume and (out / "config.json").is_file():
+        try:
+            base = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise UsageError(f"cannot read {out / 'config.json'}: {e}") from None
+    else:
+        base = TrainConfig(seed=opts.seed)
+    cfg = build_config(base, **given)
+    run_dir = out if out is not None else Path("runs") / f"{cfg.layer}-{time.strftime('%Y%m%d-%H%M%S')}"
+    gen_path, last = run_training(cfg, run_dir, resume=resume, device=opts.device,
+                                  show_progress=not opts.quiet)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    if opts.json:
+        print_json({"generator": str(gen_path), "run_dir": str(run_dir), "step": last.get("step"),
+                    "steps": cfg.steps, "stats": last})
+    else:
+        typer.echo(str(gen_path))
+
+
+def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool, device: str,
+                 show_progress: bool) -> tuple[Path, dict[str, Any]]:
+    """Call training.train with a Rich progress bar on stderr; Ctrl-C → exit 130 with a resume hint."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from ..checkpoint import read_metadata
+    from ..training import train as train_run
+    from ..utils import resolve_device, seed_everything
+
+    dev = resolve_device(device)
+    seed_everything(cfg.seed)
+    start = 0
+    state = run_dir / "state.safetensors"
+    if resume and state.is_file():
+        start = int(read_metadata(state).get("train_steps") or 0)
+    last: dict[str, Any] = {}
+    con = err_console()
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    show = show_progress and rank0
+    live = show and con.is_terminal
+    # transient: an error or Ctrl-C leaves only its one diagnostic line on screen
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
+        console=con, disable=not live, transient=True,
+    )
+    t0 = time.time()
+
+    def on_step(step: int, stats: dict[str, Any]) -> None:
+        last.clear()
+        last.update(stats)
+        if live:
+            progress.update(task, completed=step, description=f"train {cfg.layer}", losses=_fmt_stats(stats))
+        elif show:  # not a terminal (a log file, CI): plain lines instead of a redrawn bar
+            con.print(f"step {step}/{cfg.steps} · {_fmt_stats(stats)}", markup=False, soft_wrap=True)
+
+    try:
+        with progress:
+            task = progress.add_task(f"preparing {cfg.layer}", total=cfg.steps,
+                                     completed=min(start, cfg.steps), losses="")
+            gen = train_run(cfg, run_dir=run_dir, resume=resume, device=dev, on_step=on_step)
+    except KeyboardInterrupt:
+        if state.is_file():
+            msg = (f"interrupted; state saved in {run_dir} (step {read_metadata(state).get('train_steps')}); "
+                   f"continue with: deepsim train --out {run_dir} --resume")
+        else:
+            msg = "interrupted before the first checkpoint; nothing to resume"
+        con.print(f"error: {msg}", markup=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if live:
+        con.print(f"trained {cfg.layer}: step {last.get('step', '?')}/{cfg.steps} in "
+                  f"{time.time() - t0:.0f} s · {_fmt_stats(last)}", markup=False, soft_wrap=True)
+    return gen, last
