@@ -21,7 +21,7 @@ class TrainConfig:
     model: str = "inverter"           # "inverter" (G: features → image) or "vae"
     encoder: str = "alexnet"          # network being inverted
     encoder_weights: str | None = None
-    layer: str = "fc6"
+    layer: str = "pool5"
     comparator: str = "alexnet:pool5"  # encoder:layer for L_feat
     comparator_size: int | None = None  # side the comparator sees (None: its native 224); CPU runs use image_size
     feature_cache: bool = False       # precompute E(x) once on fixed centre crops (no crop/flip augmentation)

@@ -143,7 +143,8 @@ class Encoder(nn.Module):
 
     @torch.no_grad()
     def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:
-        """{layer: shape without batch} for an input of `size` px (default: input_size)."""
+        """{layer: shape without batch}. Inputs are resized to `input_size` first, so the
+        shapes depend only on `input_size` (`size` only sets the dummy input's side)."""
         size = size or self.input_size
         feats = self.forward(torch.zeros(1, 3, size, size, device=self.mean.device), list(self.layer_names),
                              trained_only=False)
@@ -209,8 +210,9 @@ def _load_plain_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-@register_encoder("alexnet", "AlexNet (torchvision architecture): genuine IMAGENET1K_V1 convs, "
-                             "fc6-fc8 distilled from MobileNetV2 (see weights/README.md)")
+@register_encoder("alexnet", "AlexNet (torchvision architecture): genuine IMAGENET1K_V1 conv1-conv5; "
+                             "fc6-fc8 from weights/alexnet.safetensors (distilled from MobileNetV2) "
+                             "when present")
 def _alexnet(weights: Path | None) -> Encoder:
     model = torchvision.models.alexnet(weights=None)
     if weights is not None:

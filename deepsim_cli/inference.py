@@ -114,3 +114,84 @@ def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: in
         if on_step:
             on_step(i, float(loss))
     return x.detach().clamp(-1, 1)
+
+
+@dataclass
+class ReencodeResult:
+    """Images x_0 … x_n (x_0 the input) and ||E(x_i) − E(x_0)|| / ||E(x_0)|| per iteration."""
+
+    images: list[torch.Tensor]       # each (B, 3, S, S) in [-1, 1]
+    feature_distance: list[torch.Tensor]  # each (B,), relative L2 distance to the original features
+
+
+@torch.no_grad()
+def reencode(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, iters: int = 8) -> ReencodeResult:
+    """The paper's re-encoding chain x → E → G → E → G … (Fig. 5).
+
+    Args:
+        x: (B, 3, H, W) in [-1, 1].
+        iters: number of G(E(·)) applications.
+    """
+    if iters < 1:
+        raise UsageError("--iters must be at least 1")
+    dev = next(gen.G.parameters()).device
+    x = x.to(dev)
+    y0 = encoder(x, [gen.layer])[gen.layer]
+    n0 = y0.flatten(1).norm(dim=1).clamp_min(1e-8)
+    images = [F.interpolate(x, size=(gen.image_size,) * 2, mode="bilinear", align_corners=False,
+                            antialias=True) if x.shape[-1] != gen.image_size else x]
+    dists = [torch.zeros(x.shape[0], device=dev)]
+    y = y0
+    for _ in range(iters):
+        xi = gen.G(y).clamp(-1, 1)
+        y = encoder(xi, [gen.layer])[gen.layer]
+        images.append(xi)
+        dists.append((y - y0).flatten(1).norm(dim=1) / n0)
+    return ReencodeResult(images, dists)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of flattened vectors (norms interpolated linearly)."""
+    af, bf = a.flatten(1), b.flatten(1)
+    na, nb = af.norm(dim=1, keepdim=True), bf.norm(dim=1, keepdim=True)
+    ua, ub = af / na.clamp_min(1e-8), bf / nb.clamp_min(1e-8)
+    omega = torch.acos((ua * ub).sum(1, keepdim=True).clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    d = (torch.sin((1 - t) * omega) / so) * ua + (torch.sin(t * omega) / so) * ub
+    return (d * ((1 - t) * na + t * nb)).view_as(a)
+
+
+@torch.no_grad()
+def interpolate(xa: torch.Tensor, xb: torch.Tensor, encoder: Encoder, gen: LoadedGenerator,
+                steps: int = 10, use_slerp: bool = False) -> torch.Tensor:
+    """Decode features interpolated between two images (paper Fig. 7).
+
+    Args:
+        xa, xb: (1, 3, H, W) in [-1, 1].
+        steps: number of frames including both ends (≥ 2).
+    Returns:
+        (steps, 3, S, S) in [-1, 1].
+    """
+    if steps < 2:
+        raise UsageError("--steps must be at least 2")
+    dev = next(gen.G.parameters()).device
+    ya = encoder(xa.to(dev), [gen.layer])[gen.layer]
+    yb = encoder(xb.to(dev), [gen.layer])[gen.layer]
+    frames = []
+    for i in range(steps):
+        t = i / (steps - 1)
+        y = slerp(ya, yb, t) if use_slerp else (1 - t) * ya + t * yb
+        frames.append(gen.G(y).clamp(-1, 1))
+    return torch.cat(frames)
+
+
+@torch.no_grad()
+def nearest_neighbors(query: torch.Tensor, bank: torch.Tensor, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """k nearest rows of `bank` (N, D) for each row of `query` (Q, D) by Euclidean distance.
+
+    Returns:
+        (distances (Q, k), indices (Q, k)).
+    """
+    d = torch.cdist(query.flatten(1).float(), bank.flatten(1).float())
+    dist, idx = d.topk(min(k, bank.shape[0]), dim=1, largest=False)
+    return dist, idx

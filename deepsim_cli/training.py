@@ -333,16 +333,16 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --out")
     if resume and not (run_dir / "state.safetensors").exists():
         raise UsageError(f"nothing to resume in {run_dir} (no state.safetensors)")
+    if images is None and not cfg.data:
+        raise UsageError("no training data: pass --data DIR|TAR")
+    trainer = Trainer(cfg, run_dir, device)  # validates layers/comparator before the data is decoded
     if images is None:
-        if not cfg.data:
-            raise UsageError("no training data: pass --data DIR|TAR")
         if rank == 0:
             images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
         if world > 1:
             dist.barrier()
             if rank != 0:
                 images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
-    trainer = Trainer(cfg, run_dir, device)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "config.json", cfg.to_dict())
