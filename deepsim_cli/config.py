@@ -39,7 +39,7 @@ class TrainConfig:
     w_feat: float = DEFAULT_WEIGHTS.feat
     w_adv: float = DEFAULT_WEIGHTS.adv
     w_img: float = DEFAULT_WEIGHTS.img
-    img_warmup: int = 0               # steps over which λ_img decays linearly from 1 to w_img
+    img_warmup: int = 0               # image-loss-only steps, then as many steps ramping feat/adv in
     w_kl: float = 0.002               # VAE only: per nat of KL summed over latent units
     latent_dim: int = 1024            # VAE only
     g_width: float = 1.0

@@ -174,12 +174,20 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ step
-    def img_weight(self) -> float:
-        w = self.weights.img
-        if self.cfg.img_warmup and self.step < self.cfg.img_warmup and w:
-            f = self.step / self.cfg.img_warmup
-            return (1 - f) * 1.0 + f * w
-        return w
+    def current_weights(self) -> LossWeights:
+        """Loss weights at the current step, with the image-loss warm start.
+
+        For the first `img_warmup` steps G is trained on the image loss alone (no comparator,
+        no D); over the next `img_warmup` steps the feature and adversarial terms ramp in
+        linearly while λ_img moves from 1 to its final value.
+        """
+        w, n = self.weights, self.cfg.img_warmup
+        if not n or self.step >= 2 * n or not w.img:
+            return w
+        if self.step < n:
+            return LossWeights(feat=0.0, adv=0.0, img=1.0)
+        r = (self.step - n) / n
+        return LossWeights(feat=r * w.feat, adv=r * w.adv, img=(1 - r) + r * w.img)
 
     def batch_index(self, n: int, step: int) -> torch.Tensor:
         idx = batch_indices(n, self.cfg.batch * self.world, step, self.cfg.seed)
@@ -211,7 +219,7 @@ class Trainer:
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
-        cfg, w = self.cfg, self.weights
+        cfg, w = self.cfg, self.current_weights()
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout / VAE noise: a function of step
         ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
         with torch.no_grad(), ac:
@@ -236,14 +244,13 @@ class Trainer:
             self.optD.zero_grad(set_to_none=True)
             l_discr.backward()
             self.optD.step()
-        lw = LossWeights(w.feat, w.adv, self.img_weight())
         with ac:
             c_fake = self.comparator(fake, [self.comp_layer])[self.comp_layer] if w.feat else None
             d_fake_g = None
             if w.adv:
                 self.D.requires_grad_(False)
                 d_fake_g = self.D(fake, y)
-        total, parts = generator_loss(lw, fake=fake, real=x, c_fake=c_fake, c_real=c_real, d_fake=d_fake_g)
+        total, parts = generator_loss(w, fake=fake, real=x, c_fake=c_fake, c_real=c_real, d_fake=d_fake_g)
         if w.adv:
             self.D.requires_grad_(True)
         if mu is not None:
@@ -272,7 +279,7 @@ class Trainer:
             self.optG.step()
         stats.update(parts)
         stats.update(total=float(total.detach()), d_paused=self.d_paused, g_paused=g_paused,
-                     w_img=lw.img)
+                     w_img=w.img, w_feat=w.feat, w_adv=w.adv)
         return stats
 
     def save_grid(self, x: torch.Tensor, path: Path) -> None:

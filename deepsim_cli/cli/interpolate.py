@@ -1,4 +1,4 @@
-"""`deepsim interpolate`: decode a path between the features of two images."""
+"""`deepsim interpolate`: decode features interpolated between two images."""
 
 from __future__ import annotations
 
@@ -7,34 +7,62 @@ from typing import Annotated
 
 import typer
 
-from ._options import (DeviceOpt, EncoderOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt, QuietOpt,
-                       SeedOpt, not_available)
+from ._common import check_suffix, load_encoder, load_gen, output_path, read_inputs, say, setup
+from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
+                       QuietOpt, SeedOpt, print_json, resolve)
 
 
 def interpolate(
     ctx: typer.Context,
-    image_a: Annotated[Path, typer.Argument(metavar="IMAGE_A", show_default=False, help="Start image.")],
-    image_b: Annotated[Path, typer.Argument(metavar="IMAGE_B", show_default=False, help="End image.")],
-    layer: LayerOpt = "fc6",
+    image_a: Annotated[Path, typer.Argument(metavar="A", show_default=False, help="First image.")],
+    image_b: Annotated[Path, typer.Argument(metavar="B", show_default=False, help="Second image.")],
+    layer: LayerOpt = "pool5",
     encoder: EncoderOpt = "alexnet",
+    encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
-    frames: Annotated[int, typer.Option("--frames", "-n", min=2,
-                                        help="Number of images along the path, ends included.")] = 8,
+    steps: Annotated[int, typer.Option("--steps", "-n", min=2, help="Frames, both ends included.")] = 10,
+    use_slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
+    pingpong: Annotated[bool, typer.Option("--pingpong", help="GIF plays forward then backward.")] = False,
+    frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 150,
     out: OutOpt = None,
-    gif: Annotated[bool, typer.Option("--gif", help="Write an animation instead of a strip.")] = False,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Interpolate linearly between two images' features and decode every step.
+    """Interpolate between two images in feature space and decode every step (paper Fig. 7).
 
-    [dim]Not available yet: the engine lands in a later release.[/dim]
+    Writes a strip PNG (the two inputs at the ends) and a GIF beside it.
 
     [bold]Examples[/bold]
 
-      deepsim interpolate examples/images/chelsea.jpg examples/images/coffee.jpg --layer fc6
+      deepsim interpolate examples/images/chelsea.jpg examples/images/coffee.jpg --steps 10
 
-      deepsim interpolate a.jpg b.jpg --layer pool5 --frames 16 --gif --out morph.gif
+      deepsim interpolate a.jpg b.jpg --layer pool5 --slerp --pingpong -o morph.png
     """
-    not_available("interpolate")
+    from ..images import make_grid, save_gif, save_image
+    from ..inference import interpolate as lib_interpolate
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    dev = setup(opts)
+    enc = load_encoder(encoder, encoder_weights, dev)
+    gen = load_gen(enc, layer, weights, dev)
+    xa, na = read_inputs([image_a], gen.image_size)
+    xb, nb = read_inputs([image_b], gen.image_size)
+    path = output_path(out, f"{na[0]}-{nb[0]}-{layer}.png")
+    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    say(opts, f"interpolating {na[0]} → {nb[0]} in {encoder}:{layer}, {steps} steps")
+    frames = lib_interpolate(xa, xb, enc, gen, steps, use_slerp).cpu()
+    cells = [xa[0]] + list(frames) + [xb[0]]
+    caps = [na[0]] + [f"t={i / (steps - 1):.2f}" for i in range(steps)] + [nb[0]]
+    save_image(make_grid(cells, ncols=len(cells), captions=caps), path)
+    outputs = {"strip": str(path)}
+    if str(path) != "-":
+        gpath = path.with_suffix(".gif")
+        save_gif(list(frames), gpath, duration_ms=frame_ms, pingpong=pingpong)
+        outputs["gif"] = str(gpath)
+        if opts.json:
+            print_json({**outputs, "layer": layer, "steps": steps, "slerp": use_slerp})
+        else:
+            for v in outputs.values():
+                typer.echo(v)

@@ -7,8 +7,9 @@ from typing import Annotated, Literal, Optional
 
 import typer
 
-from ._options import (BatchOpt, DeviceOpt, EncoderOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
-                       QuietOpt, SeedOpt, not_available)
+from ._common import check_suffix, load_encoder, load_gen, output_path, parse_layers, read_inputs, say, setup
+from ._options import (BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
+                       QuietOpt, SeedOpt, print_json, resolve)
 
 
 def invert(
@@ -16,16 +17,18 @@ def invert(
     images: Annotated[list[Path], typer.Argument(
         show_default=False,
         help="Image files or folders ('-' reads one image from stdin).")],
-    layer: LayerOpt = "pool5",
+    layer: Annotated[str, typer.Option(
+        "--layer", "-l", metavar="LAYER[,LAYER…]",
+        help="Encoder layer(s) to invert; several give the paper's Fig. 3 grid.")] = "pool5",
     encoder: EncoderOpt = "alexnet",
+    encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
     method: Annotated[Literal["generator", "optimize"], typer.Option(
         "--method", help="generator: one forward pass of G (DeePSiM); optimize: gradient descent "
                          "on the image with a TV prior (Mahendran & Vedaldi), no generator needed.")] = "generator",
     out: OutOpt = None,
-    grid: Annotated[Optional[Path], typer.Option(
-        "--grid", metavar="FILE", show_default=False,
-        help="Also write a grid: originals above reconstructions.")] = None,
+    size: Annotated[int, typer.Option("--size", min=16,
+                                      help="Output side for --method optimize.")] = 128,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Iterations for --method optimize.")] = 200,
     batch: BatchOpt = 32,
     device: DeviceOpt = None,
@@ -35,14 +38,56 @@ def invert(
 ) -> None:
     """Reconstruct images from what an encoder layer keeps of them.
 
-    [dim]Not available yet: the engine lands in a later release.[/dim]
+    One image and one layer → the reconstruction (default <name>-<layer>.png); several images
+    or layers → a grid with the originals on top and one row of reconstructions per layer.
+    The output path is printed on stdout ('-o -' writes the PNG to stdout instead).
 
     [bold]Examples[/bold]
 
       deepsim invert examples/images/chelsea.jpg --layer pool5
 
-      deepsim invert photos/ --layer fc6 --out recon/ --grid recon.png
+      deepsim invert examples/images/ --layer pool5 -o recon.png
 
       deepsim invert chelsea.jpg --layer conv3 --method optimize --steps 300
     """
-    not_available("invert")
+    import torch
+
+    from ..images import make_grid, save_image
+    from ..inference import invert as lib_invert
+    from ..inference import optimize_invert
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    layers = parse_layers(layer)
+    dev = setup(opts)
+    enc = load_encoder(encoder, encoder_weights, dev)
+    enc.check_layers(layers)
+    gens = {l: load_gen(enc, l, weights if len(layers) == 1 else None, dev) for l in layers} \
+        if method == "generator" else {}
+    out_size = next(iter(gens.values())).image_size if gens else size
+    x, names = read_inputs(images, out_size)
+    single = len(names) == 1 and len(layers) == 1
+    path = output_path(out, f"{names[0]}-{layers[0]}.png" if single else f"invert-{'-'.join(layers)}.png")
+    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    recons = {}
+    for l in layers:
+        say(opts, f"inverting {len(names)} image(s) from {encoder}:{l} ({method})")
+        if method == "generator":
+            recons[l] = lib_invert(x, enc, gens[l], batch=batch).cpu()
+        else:
+            with torch.no_grad():
+                target = torch.cat([enc(x[i:i + batch].to(dev), [l])[l] for i in range(0, len(x), batch)])
+            recons[l] = torch.cat([optimize_invert(target[i:i + batch], enc, l, out_size, steps=steps,
+                                                   seed=opts.seed) for i in range(0, len(x), batch)]).cpu()
+    if single:
+        save_image(recons[layers[0]][0], path)
+    else:
+        cells = list(x) + [r for l in layers for r in recons[l]]
+        grid = make_grid(cells, ncols=len(names), captions=names + [l for l in layers for _ in names],
+                         row_labels=["input"] + layers)
+        save_image(grid, path)
+    if str(path) == "-":
+        return
+    if opts.json:
+        print_json({"output": str(path), "images": names, "layers": layers, "method": method})
+    else:
+        typer.echo(str(path))

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ._options import (DeviceOpt, EncoderOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt, QuietOpt,
-                       SeedOpt, not_available)
+from ._common import check_suffix, load_encoder, load_gen, output_path, read_inputs, say, setup
+from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
+                       QuietOpt, SeedOpt, print_json, resolve)
 
 
 def reencode(
@@ -17,24 +18,64 @@ def reencode(
                                                  help="Image files or folders.")],
     layer: LayerOpt = "pool5",
     encoder: EncoderOpt = "alexnet",
+    encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
-    iterations: Annotated[int, typer.Option("--iterations", "-n", min=1,
+    iterations: Annotated[int, typer.Option("--iters", "--iterations", "-n", min=1,
                                             help="How many times to apply x → G(E(x)).")] = 8,
     out: OutOpt = None,
-    gif: Annotated[bool, typer.Option("--gif", help="Write an animation instead of a grid.")] = False,
+    gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write a GIF of every iteration "
+                                                              "beside the grid.")] = True,
+    frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 400,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Apply x → G(E(x)) repeatedly and show how the images drift.
+    """Apply x → G(E(x)) repeatedly and show how the images drift (paper Fig. 5).
 
-    [dim]Not available yet: the engine lands in a later release.[/dim]
+    Writes a grid (columns: the input, then iterations 1, 2, 4, 8, … up to --iters; one row
+    per image) and a GIF of every iteration; prints the relative feature-space distance
+    ||E(x_i) − E(x_0)|| / ||E(x_0)|| per iteration.
 
     [bold]Examples[/bold]
 
-      deepsim reencode examples/images/coffee.jpg --layer fc6 --iterations 10 --out drift.png
+      deepsim reencode examples/images/coffee.jpg --layer pool5 --iters 8 -o drift.png
 
-      deepsim reencode chelsea.jpg --layer pool5 --gif --out drift.gif
+      deepsim reencode chelsea.jpg --layer pool5 --iters 16 --json
     """
-    not_available("reencode")
+    import torch
+
+    from ..images import make_grid, save_gif, save_image
+    from ..inference import reencode as lib_reencode
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    dev = setup(opts)
+    enc = load_encoder(encoder, encoder_weights, dev)
+    gen = load_gen(enc, layer, weights, dev)
+    x, names = read_inputs(images, gen.image_size)
+    path = output_path(out, f"{names[0] if len(names) == 1 else 'reencode'}-{layer}-reencode.png")
+    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    say(opts, f"re-encoding {len(names)} image(s) through {encoder}:{layer}, {iterations} iterations")
+    res = lib_reencode(x, enc, gen, iterations)
+    shown = [0] + [i for i in range(1, iterations + 1) if i & (i - 1) == 0 or i == iterations]
+    cells, caps = [], []
+    for b in range(len(names)):
+        for i in shown:
+            cells.append(res.images[i][b].cpu())
+            caps.append("input" if i == 0 else f"iter {i}\nd={float(res.feature_distance[i][b]):.2f}")
+    save_image(make_grid(cells, ncols=len(shown), captions=caps), path)
+    outputs = {"grid": str(path)}
+    if gif and str(path) != "-":
+        gpath = path.with_suffix(".gif")
+        frames = [torch.cat(list(img.cpu()), dim=2) for img in res.images]  # images side by side
+        save_gif(frames, gpath, duration_ms=frame_ms,
+                 captions=["input"] + [f"iter {i}" for i in range(1, iterations + 1)])
+        outputs["gif"] = str(gpath)
+    dist = [[float(d[b]) for d in res.feature_distance] for b in range(len(names))]
+    if opts.json:
+        print_json({**outputs, "layer": layer, "images": names, "feature_distance": dist})
+    elif str(path) != "-":
+        for n, d in zip(names, dist):
+            typer.echo(f"{n}: " + " ".join(f"{v:.3f}" for v in d[1:]))
+        for v in outputs.values():
+            typer.echo(v)

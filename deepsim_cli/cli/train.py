@@ -93,7 +93,7 @@ def train(
                                                    help=_h("Weight of the image loss.", _D.w_img))] = None,
     img_warmup: Annotated[Optional[int], typer.Option(
         "--img-warmup", min=0, show_default=False,
-        help=_h("Steps over which the image-loss weight decays from 1 to --w-img.", _D.img_warmup))] = None,
+        help=_h("Warm start: this many image-loss-only steps, then as many steps ramping the feature and adversarial terms in.", _D.img_warmup))] = None,
     image_size: Annotated[Optional[int], typer.Option(
         "--image-size", min=8, show_default=False, help=_h("Generator output / training crop size.", _D.image_size))] = None,
     load_size: Annotated[Optional[int], typer.Option(

@@ -1,0 +1,78 @@
+"""Shared plumbing of the inference commands: inputs, encoder + generator, output paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ._options import GlobalOptions, err_console
+
+
+def setup(opts: GlobalOptions):
+    """Seed everything and return the torch device."""
+    from ..utils import resolve_device, seed_everything
+
+    seed_everything(opts.seed)
+    return resolve_device(opts.device)
+
+
+def load_encoder(name: str, weights: Optional[Path], device):
+    from ..encoders import build_encoder
+
+    return build_encoder(name, weights, device)
+
+
+def load_gen(encoder, layer: str, weights: Optional[Path], device):
+    """The generator for encoder:layer: --weights FILE or the shipped one."""
+    from ..errors import UsageError
+    from ..inference import load_generator, shipped_generator_path
+
+    encoder.check_layers([layer])
+    path = weights if weights is not None else shipped_generator_path(layer, encoder.name)
+    if not Path(path).is_file():
+        raise UsageError(f"no generator for {encoder.name}:{layer} (looked for {path}); pass --weights FILE "
+                         f"or train one with `deepsim train --layer {layer}`")
+    gen = load_generator(path, device, encoder=encoder)
+    if gen.layer != layer:
+        raise UsageError(f"{path} inverts layer {gen.layer!r}, not {layer!r}")
+    return gen
+
+
+def parse_layers(text: str) -> list[str]:
+    from ..errors import UsageError
+
+    layers = [t.strip() for t in text.split(",") if t.strip()]
+    if not layers:
+        raise UsageError("--layer needs at least one layer name")
+    return layers
+
+
+def read_inputs(paths: Sequence[Path], size: int):
+    """(N, 3, size, size) in [-1, 1] and display names; directories expand, '-' is stdin."""
+    from ..images import list_images, load_image
+
+    import torch
+
+    files = list_images([os.fspath(p) for p in paths])
+    xs = [load_image(f, size) for f in files]
+    names = ["stdin" if os.fspath(f) == "-" else Path(f).stem for f in files]
+    return torch.stack(xs), names
+
+
+def output_path(out: Optional[Path], default: str) -> Path:
+    """--out as given, or `default` in the current directory."""
+    return Path(out) if out is not None else Path(default)
+
+
+def check_suffix(path: Path, allowed: Sequence[str], what: str) -> None:
+    from ..errors import UsageError
+
+    if os.fspath(path) != "-" and path.suffix.lower() not in allowed:
+        raise UsageError(f"{what} {path}: unsupported extension {path.suffix or '(none)'}; "
+                         f"use one of {', '.join(allowed)}")
+
+
+def say(opts: GlobalOptions, msg: str) -> None:
+    if not opts.quiet:
+        err_console().print(msg, markup=False, soft_wrap=True)
