@@ -56,3 +56,69 @@ def ssim(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     m = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
     return m.flatten(1).mean(1)
+
+
+class LPIPSAlex(torch.nn.Module):
+    """LPIPS v0.1 with AlexNet (Zhang et al. 2018), from the shipped conv weights and lin layers.
+
+    Both images (B, 3, H, W) in [-1, 1] at their own resolution; returns (B,) distances.
+    LPIPS's input scaling (shift −.030/−.088/−.188, scale .458/.448/.450) is exactly the
+    ImageNet normalisation of the encoder applied to [-1, 1] images, so the encoder's
+    preprocessing is reused with resizing disabled.
+    """
+
+    TAPS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+
+    def __init__(self, device: torch.device | str = "cpu"):
+        super().__init__()
+        from .checkpoint import load_checkpoint
+        from .encoders import build_encoder, weights_dir
+
+        self.enc = build_encoder("alexnet", None, device)  # conv1-conv5 are the genuine weights either way
+        lin = load_checkpoint(weights_dir() / "lpips-alex-lin.safetensors").tensors
+        self.lins = [lin[f"lin{i}.model.1.weight"].float().to(device) for i in range(5)]
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        size = self.enc.input_size
+        self.enc.input_size = x.shape[-1]  # LPIPS runs at the images' own resolution
+        try:
+            fx = self.enc(x, list(self.TAPS), trained_only=False)
+            fy = self.enc(y, list(self.TAPS), trained_only=False)
+        finally:
+            self.enc.input_size = size
+        d = torch.zeros(x.shape[0], device=x.device)
+        for tap, w in zip(self.TAPS, self.lins):
+            a = fx[tap] / (fx[tap].pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            b = fy[tap] / (fy[tap].pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            d = d + F.conv2d((a - b).pow(2), w).mean((1, 2, 3))
+        return d
+
+
+@torch.no_grad()
+def reconstruction_metrics(recon: torch.Tensor, x: torch.Tensor, encoder, layer: str, *,
+                           img_scale: float | None = None, feat_scale: float | None = None,
+                           target_feats: torch.Tensor | None = None, lpips: LPIPSAlex | None = None,
+                           batch: int = 100) -> dict[str, torch.Tensor]:
+    """Per-image metrics of reconstructions `recon` of images `x` (both (N, 3, H, W), [-1, 1]).
+
+    Returns {"img_err", "feat_err" (normalized Euclidean error, % — paper Table 2), "psnr",
+    "ssim", and "lpips" when an LPIPSAlex is given}, each an (N,) CPU tensor. The normalising
+    distances default to the mean pairwise distances of `x` and of its features.
+    """
+    def feats(t):
+        return torch.cat([encoder(t[i:i + batch], [layer])[layer].float().cpu() for i in range(0, len(t), batch)])
+
+    f_x = target_feats.float().cpu() if target_feats is not None else feats(x)
+    f_r = feats(recon)
+    out = {
+        "img_err": normalized_error(recon.cpu(), x.cpu(), img_scale),
+        "feat_err": normalized_error(f_r, f_x, feat_scale),
+        "psnr": psnr(recon.cpu(), x.cpu()),
+        "ssim": ssim(recon.cpu(), x.cpu()),
+    }
+    if lpips is not None:
+        dev = lpips.lins[0].device
+        out["lpips"] = torch.cat([lpips(recon[i:i + batch].to(dev), x[i:i + batch].to(dev)).cpu()
+                                  for i in range(0, len(x), batch)])
+    return out
