@@ -1,4 +1,4 @@
-"""`deepsim neighbors`: nearest training images of an image in an encoder's feature space."""
+"""`deepsim neighbors`: nearest training images of an image, in pixel or feature space."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from ._options import (DeviceOpt, EncoderOpt, JsonOpt, LayerOpt, OutOpt, QuietOpt, SeedOpt,
-                       not_available)
+from ._common import check_suffix, load_encoder, output_path, read_inputs, say, setup
+from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
+                       print_json, resolve)
 
 
 def neighbors(
@@ -17,23 +18,73 @@ def neighbors(
                                                  help="Query images (e.g. generated samples).")],
     data: Annotated[list[Path], typer.Option(
         "--data", "-d", metavar="DIR|TAR", show_default=False, help="Images to search; repeatable.")],
-    layer: LayerOpt = "pool5",
+    space: Annotated[str, typer.Option(
+        "--space", metavar="image|LAYER",
+        help="Distance space: 'image' (pixels) or an encoder layer such as pool5 or fc6.")] = "pool5",
     encoder: EncoderOpt = "alexnet",
+    encoder_weights: EncoderWeightsOpt = None,
     k: Annotated[int, typer.Option("--k", "-k", min=1, help="Neighbours per query.")] = 5,
+    size: Annotated[int, typer.Option("--size", min=16, help="Side images are compared at.")] = 128,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Search at most this many images.")] = 100_000,
     out: OutOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Find the training images closest to each query in feature space (a memorisation check).
+    """Find the images of --data closest to each query (the paper's memorisation check).
 
-    [dim]Not available yet: the engine lands in a later release.[/dim]
+    Writes a grid (one row per query: the query, then its k neighbours with distances) and
+    prints the neighbours' names and distances.
 
     [bold]Examples[/bold]
 
-      deepsim neighbors samples/*.png --data train/ --layer pool5 --k 5 --out nn.png
+      deepsim neighbors sample.png --data ../shared/data/imagenette-160-train.tar --space pool5
 
-      deepsim neighbors sample.png --data train.tar --json
+      deepsim neighbors samples/ --data train/ --space image --k 3 -o nn.png --json
     """
-    not_available("neighbors")
+    import torch
+
+    from ..data import load_array, to_float
+    from ..images import make_grid, save_image
+    from ..inference import nearest_neighbors
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    dev = setup(opts)
+    q, qnames = read_inputs(images, size)
+    path = output_path(out, "neighbors.png")
+    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    enc = None
+    if space != "image":
+        enc = load_encoder(encoder, encoder_weights, dev)
+        enc.check_layers([space])
+    arr, names = load_array([str(d) for d in data], size, limit=limit)
+    say(opts, f"searching {len(arr)} images in {space} space")
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        if enc is None:
+            return x.flatten(1)
+        with torch.no_grad():
+            return torch.cat([enc(x[i:i + 64].to(dev), [space])[space].flatten(1).float().cpu()
+                              for i in range(0, len(x), 64)])
+
+    bank = torch.cat([embed(to_float(torch.from_numpy(arr[i:i + 512]))) for i in range(0, len(arr), 512)])
+    dist, idx = nearest_neighbors(embed(q), bank, k)
+    cells, caps = [], []
+    for qi, qn in enumerate(qnames):
+        cells.append(q[qi])
+        caps.append(f"query\n{qn}")
+        for d, j in zip(dist[qi].tolist(), idx[qi].tolist()):
+            cells.append(to_float(torch.from_numpy(arr[j:j + 1]))[0])
+            caps.append(f"{Path(names[j]).stem}\nd={d:.3g}")
+    save_image(make_grid(cells, ncols=idx.shape[1] + 1, captions=caps), path)
+    result = [{"query": qn, "neighbors": [{"image": names[j], "distance": d}
+                                          for d, j in zip(dist[qi].tolist(), idx[qi].tolist())]}
+              for qi, qn in enumerate(qnames)]
+    if opts.json:
+        print_json({"space": space, "grid": str(path), "results": result})
+    elif str(path) != "-":
+        for r in result:
+            typer.echo(r["query"] + ": " + ", ".join(f"{Path(n['image']).name} ({n['distance']:.3g})"
+                                                     for n in r["neighbors"]))
+        typer.echo(str(path))
