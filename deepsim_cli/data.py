@@ -19,25 +19,18 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
 
 from .errors import UsageError
+from .images import load_image, to_uint8
 
+_DECODE_VERSION = 2  # bump when decoding changes, so cached arrays are rebuilt
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def _decode(data: bytes, size: int) -> np.ndarray:
-    """JPEG/PNG bytes → (size, size, 3) uint8: short side resized to `size`, centre-cropped."""
-    with Image.open(io.BytesIO(data)) as im:
-        im = ImageOps.exif_transpose(im)
-        im = im.convert("RGB")
-        w, h = im.size
-        s = size / min(w, h)
-        nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = im.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
-        left, top = (nw - size) // 2, (nh - size) // 2
-        im = im.crop((left, top, left + size, top + size))
-        return np.asarray(im, dtype=np.uint8)
+    """Encoded image → (size, size, 3) uint8, through the same loader as every other input
+    (EXIF, colour modes, centre-square resize), so training and query images match."""
+    return to_uint8(load_image(data, size))
 
 
 def _iter_sources(source: str | os.PathLike) -> list[tuple[str, callable]]:
@@ -82,7 +75,13 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
             raise UsageError(f"data source not found: {p}")
         st = p.stat()
         key_src.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
-    key = hashlib.sha256(f"{key_src}|{size}|{limit}".encode()).hexdigest()[:16]
+        if p.is_dir():
+            # a folder's mtime misses files rewritten in place and changes in subfolders
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+                    fs = f.stat()
+                    key_src.append(f"{f.relative_to(p)}:{fs.st_mtime_ns}:{fs.st_size}")
+    key = hashlib.sha256(f"{_DECODE_VERSION}|{key_src}|{size}|{limit}".encode()).hexdigest()[:16]
     cfile = cache_dir() / f"images-{key}-{size}.npz"
     if cache and cfile.is_file():
         with np.load(cfile) as z:

@@ -1,0 +1,172 @@
+"""The inference commands end to end (invert, reencode, interpolate, eval, neighbors) with a tiny
+untrained generator saved in the shipped checkpoint format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from deepsim_cli.checkpoint import save_checkpoint
+from deepsim_cli.cli import app
+from deepsim_cli.encoders import build_encoder
+from deepsim_cli.generators import generator_for
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "examples" / "images"
+CHELSEA = str(IMAGES / "chelsea.jpg")
+COFFEE = str(IMAGES / "coffee.jpg")
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()
+
+
+def run(*args: str, **kw):
+    return _runner().invoke(app, ["--device", "cpu", *args], **kw)
+
+
+def error_line(r) -> str:
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def gen_file(tmp_path_factory) -> Path:
+    """A tiny pool5 generator (32 px) for the alexnet encoder, in the shipped format."""
+    torch.manual_seed(0)
+    enc = build_encoder("alexnet")
+    G = generator_for((256, 6, 6), out_size=32, width=0.125)
+    path = tmp_path_factory.mktemp("gen") / "tiny-pool5.safetensors"
+    save_checkpoint(path, G.state_dict(), kind="generator",
+                    config={"generator": G.cfg.to_dict()}, encoder="alexnet", layer="pool5",
+                    encoder_sha256=enc.sha256)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+
+
+def test_invert_one_image(gen_file, tmp_path):
+    r = run("invert", CHELSEA, "--weights", str(gen_file))
+    assert r.exit_code == 0, r.stderr
+    out = Path(r.stdout.strip())
+    assert out.name == "chelsea-pool5.png"
+    assert Image.open(out).size == (32, 32)
+
+
+def test_invert_folder_grid_json(gen_file, tmp_path):
+    r = run("invert", str(IMAGES), "--weights", str(gen_file), "-o", "grid.png", "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["images"] == ["astronaut", "chelsea", "coffee", "rocket"]
+    w, h = Image.open("grid.png").size
+    assert w > 4 * 32 and h > 2 * 32  # 4 columns, input row + one reconstruction row
+
+
+def test_invert_to_stdout_is_png(gen_file):
+    r = run("invert", CHELSEA, "--weights", str(gen_file), "-o", "-")
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout_bytes.startswith(b"\x89PNG")
+
+
+def test_invert_optimize_needs_no_generator(tmp_path):
+    r = run("invert", CHELSEA, "--layer", "conv3", "--method", "optimize", "--steps", "2", "--size", "32",
+            "-o", "opt.png")
+    assert r.exit_code == 0, r.stderr
+    assert Image.open("opt.png").size == (32, 32)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["invert", "missing.jpg"], "not found"),
+    (["invert", CHELSEA, "--layer", "nope"], "unknown layer"),
+    (["invert", CHELSEA, "--layer", "conv3"], "no generator"),
+    (["invert", CHELSEA, "-o", "out.bmpx"], "unsupported extension"),
+])
+def test_invert_bad_input_is_one_line_exit_2(gen_file, tmp_path, args, needle):
+    if "--layer" not in args:
+        args = args + ["--weights", str(gen_file)]
+    r = run(*args)
+    assert r.exit_code == 2
+    assert needle in error_line(r)
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".png", ".bmpx")]
+
+
+def test_generator_for_another_layer_is_refused(gen_file):
+    r = run("invert", CHELSEA, "--layer", "conv5", "--weights", str(gen_file))
+    assert r.exit_code == 2
+    assert "inverts layer 'pool5'" in error_line(r)
+
+
+def test_reencode_grid_gif_and_distances(gen_file):
+    r = run("reencode", CHELSEA, "--weights", str(gen_file), "--iters", "3", "-o", "re.png", "--json")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    d = info["feature_distance"][0]
+    assert len(d) == 4 and d[0] == 0.0 and all(v > 0 for v in d[1:])
+    frames = iio.imread(info["gif"], index=None)
+    assert frames.shape[0] == 4  # input + 3 iterations
+    assert Path("re.png").is_file()
+
+
+def test_interpolate_strip_and_gif(gen_file):
+    r = run("interpolate", CHELSEA, COFFEE, "--weights", str(gen_file), "--steps", "3", "-o", "mix.png",
+            "--json")
+    assert r.exit_code == 0, r.stderr
+    frames = iio.imread(json.loads(r.stdout)["gif"], index=None)
+    assert frames.shape[0] == 3
+    assert frames.shape[1:3] == (32, 32)
+
+
+def test_interpolate_endpoints_decode_the_endpoints(gen_file):
+    from deepsim_cli.images import load_image
+    from deepsim_cli.inference import interpolate, invert, load_generator
+
+    enc = build_encoder("alexnet")
+    gen = load_generator(gen_file, encoder=enc)
+    a, b = load_image(CHELSEA, 32)[None], load_image(COFFEE, 32)[None]
+    frames = interpolate(a, b, enc, gen, steps=4)
+    assert torch.allclose(frames[0], invert(a, enc, gen)[0], atol=1e-5)
+    assert torch.allclose(frames[-1], invert(b, enc, gen)[0], atol=1e-5)
+
+
+def test_eval_table_json_and_csv(gen_file):
+    r = run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "4", "--csv", "per.csv",
+            "--json", "--no-lpips")
+    assert r.exit_code == 0, r.stderr
+    rows = json.loads(r.stdout)["rows"]
+    assert {row["method"] for row in rows} == {"generator", "mean image"}
+    for row in rows:
+        assert row["n"] == 4 and row["img_err"] > 0 and np.isfinite(row["feat_err"])
+    lines = Path("per.csv").read_text().strip().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("image,layer,img_err,feat_err")
+
+
+def test_neighbors_finds_the_image_itself(tmp_path):
+    r = run("neighbors", CHELSEA, "--data", str(IMAGES), "--space", "image", "--k", "2", "--size", "32",
+            "--json", "-o", "nn.png")
+    assert r.exit_code == 0, r.stderr
+    nn = json.loads(r.stdout)["results"][0]["neighbors"]
+    assert len(nn) == 2
+    assert nn[0]["image"].endswith("chelsea.jpg") and nn[0]["distance"] < 1e-3
+    assert nn[1]["distance"] > nn[0]["distance"]
+    assert Path("nn.png").is_file()
+
+
+def test_neighbors_missing_data_exit_2():
+    r = run("neighbors", CHELSEA, "--data", "nowhere/")
+    assert r.exit_code == 2
+    assert "not found" in error_line(r)
