@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -90,7 +91,38 @@ def save_checkpoint(
     path = Path(path)
     with atomic_output(path) as tmp:
         save_file(out, str(tmp), metadata=meta)
+        _canonicalize_header(tmp)
     return path
+
+
+def _canonicalize_header(path: Path) -> None:
+    """Rewrite a safetensors file's JSON header with sorted keys, so equal content gives equal bytes.
+
+    safetensors writes the metadata map in hash order, which differs between runs; the format
+    is an 8-byte little-endian header length, the JSON header (trailing spaces allowed, padded
+    to 8 bytes) and the raw tensor bytes whose offsets are relative to the end of the header.
+    """
+    with open(path, "r+b") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n).decode("utf-8"))
+        new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(new) <= n:  # the usual case: same keys, same length, rewrite in place
+            f.seek(8)
+            f.write(new + b" " * (n - len(new)))
+            return
+        data_start = 8 + n
+    new += b" " * (-len(new) % 8)
+    tmp = path.with_name(path.name + ".hdr")
+    try:
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            dst.write(len(new).to_bytes(8, "little"))
+            dst.write(new)
+            src.seek(data_start)
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def upgrade_metadata(meta: dict[str, str]) -> dict[str, str]:
