@@ -244,3 +244,65 @@ def evaluate_classifier(model_fn: Callable[[torch.Tensor], torch.Tensor], images
     """Logits for (N, 3, 224, 224) [-1, 1] images, batched."""
     outs = [model_fn(images[i:i + batch]) for i in range(0, len(images), batch)]
     return torch.cat(outs)
+
+
+def imagenet_wnids() -> list[str]:
+    """The 1000 ImageNet wnids in class-index order (resources/imagenet_wnids.txt)."""
+    path = Path(__file__).resolve().parent / "resources" / "imagenet_wnids.txt"
+    return path.read_text().split()
+
+
+def classes_in(names: Sequence[str]) -> set[int]:
+    """ImageNet class indices named by wnid folders / prefixes in image paths."""
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    out = set()
+    for n in names:
+        for part in Path(n).parts[:-1] + (Path(n).name.split("_")[0],):
+            if part in index:
+                out.add(index[part])
+    return out
+
+
+@torch.no_grad()
+def evaluate_against_teacher(student_weights: str | Path | None, labelled: str | Path,
+                             unlabelled: Sequence[tuple[str, str | Path, int]] = (),
+                             device: torch.device | str = "cpu", batch: int = 100) -> dict:
+    """Top-1/top-5 of teacher and student on a labelled set whose file names start with the
+    wnid (imagenet-sample-256: resize 256, centre crop 224), and top-1 agreement everywhere.
+
+    Args:
+        student_weights: the AlexNet file to evaluate (None: the shipped one).
+        labelled: folder or tar of <wnid>_<name>.jpg files.
+        unlabelled: (name, folder or tar, decode size) sets where only agreement is measured.
+    """
+    from .data import load_array, to_float
+
+    student = build_encoder("alexnet", student_weights, device)
+    student.check_layers(["fc8"])
+    teacher = build_encoder("mobilenet_v2", None, device)
+    index = {w: i for i, w in enumerate(imagenet_wnids())}
+    imgs, names = load_array(labelled, 256)
+    labels = torch.tensor([index[Path(n).name.split("_")[0]] for n in names])
+    sets = {Path(str(labelled)).name: (imgs, labels, 16)}
+    for name, src, size in unlabelled:
+        a, _ = load_array(src, size)
+        sets[name] = (a, None, 0)
+    out = {}
+    for name, (a, y, crop) in sets.items():
+        ts, ss = [], []
+        for i in range(0, len(a), batch):
+            x = to_float(torch.from_numpy(a[i:i + batch]))
+            if crop:
+                x = x[:, :, crop:-crop, crop:-crop]
+            x = x.to(device)
+            ts.append(teacher(x, ["logits"])["logits"].float().cpu())
+            ss.append(student(x, ["fc8"])["fc8"].float().cpu())
+        t, s = torch.cat(ts), torch.cat(ss)
+        r = {"n": len(a), "top1_agreement": float((t.argmax(1) == s.argmax(1)).float().mean())}
+        if y is not None:
+            for tag, lg in (("teacher", t), ("student", s)):
+                top5 = lg.topk(5, 1).indices
+                r[f"{tag}_top1"] = float((top5[:, 0] == y).float().mean())
+                r[f"{tag}_top5"] = float((top5 == y[:, None]).any(1).float().mean())
+        out[name] = r
+    return out

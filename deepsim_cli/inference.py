@@ -112,7 +112,7 @@ def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: in
         loss.backward()
         opt.step()
         if on_step:
-            on_step(i, float(loss))
+            on_step(i, float(loss.detach()))
     return x.detach().clamp(-1, 1)
 
 

@@ -1,0 +1,118 @@
+"""Distillation of AlexNet's head: the CLI end to end on a tiny budget, resume, DeepInversion,
+class bookkeeping and the teacher/student evaluation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from deepsim_cli.checkpoint import load_checkpoint
+from deepsim_cli.cli import app
+from deepsim_cli.distill import (classes_in, deep_inversion, evaluate_against_teacher, imagenet_wnids,
+                                 teacher_student)
+from deepsim_cli.encoders import build_encoder
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "examples" / "images"
+
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+
+
+def test_wnids_are_the_1000_sorted_classes():
+    w = imagenet_wnids()
+    assert len(w) == 1000 and w == sorted(w) and len(set(w)) == 1000
+    assert w[0] == "n01440764"  # tench, class 0
+
+
+def test_classes_in_reads_folders_and_prefixes():
+    names = ["train/n01440764/x.JPEG", "a/n01443537_goldfish.jpg", "other/thing.jpg"]
+    assert classes_in(names) == {0, 1}
+
+
+def test_distill_cli_writes_a_complete_alexnet_and_resumes(tmp_path):
+    out = tmp_path / "alexnet.safetensors"
+    args = ["--device", "cpu", "distill", "--data", str(IMAGES), "--out", str(out), "--batch", "4",
+            "--load-size", "64", "--json"]
+    r = _runner().invoke(app, args + ["--steps", "2"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 2
+    ck = load_checkpoint(out, kind="encoder")
+    assert ck.train_steps == 2 and ck.extra["teacher"].startswith("mobilenet_v2")
+    assert ck.tensors["classifier.1.weight"].dtype == torch.float16  # the head ships in float16
+    conv = load_checkpoint(REPO / "weights" / "alexnet-conv.safetensors").tensors
+    assert torch.equal(ck.tensors["features.0.weight"], conv["features.0.weight"])  # convs untouched
+    enc = build_encoder("alexnet", out)
+    assert "fc8" in enc.trained_layers
+    r = _runner().invoke(app, args + ["--steps", "3"])  # continues from the saved state
+    assert r.exit_code == 0, r.stderr
+    assert "resumed distillation at step 2" in r.stderr
+    assert load_checkpoint(out).train_steps == 3
+
+
+def test_distill_head_learns_on_a_fixed_batch():
+    """A few steps on one image set move the student towards the teacher (KL falls)."""
+    from deepsim_cli.distill import DistillConfig, distill
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    logs: list[str] = []
+    cfg = DistillConfig(steps=12, batch=8, lr=2e-3, warmup=1, log_every=1, cutmix=0.0, mixup=0.0,
+                        crop_scale=(1.0, 1.0))
+    out = Path(pytest.importorskip("tempfile").mkdtemp()) / "a.safetensors"
+    distill(cfg, [arr], out=out, device=torch.device("cpu"), log=logs.append)
+    losses = [json.loads(m)["loss"] for m in logs if m.startswith("{")]
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_deep_inversion_shapes_and_range():
+    teacher, _ = teacher_student(torch.device("cpu"))
+    out = deep_inversion(teacher, [1, 2], size=32, iters=2, batch=2, device=torch.device("cpu"),
+                         log=lambda m: None)
+    assert out.shape == (2, 32, 32, 3) and out.dtype == np.uint8
+    assert out.std() > 0
+
+
+def test_evaluate_against_teacher_on_named_photos(tmp_path):
+    """Labels come from the wnid prefix; the teacher must get skimage's photos right."""
+    wn = imagenet_wnids()
+    d = tmp_path / "labelled"
+    d.mkdir()
+    # chelsea is a cat (285 Egyptian cat), coffee is espresso (967)
+    Image.open(IMAGES / "chelsea.jpg").save(d / f"{wn[285]}_egyptian_cat.jpg")
+    Image.open(IMAGES / "coffee.jpg").save(d / f"{wn[967]}_espresso.jpg")
+    res = evaluate_against_teacher(None if (REPO / "weights" / "alexnet.safetensors").exists() else
+                                   _tiny_student(tmp_path), d)
+    r = res["labelled"]
+    assert r["n"] == 2
+    assert r["teacher_top5"] == 1.0
+    assert 0.0 <= r["student_top1"] <= 1.0 and 0.0 <= r["top1_agreement"] <= 1.0
+
+
+def _tiny_student(tmp_path: Path) -> Path:
+    """A complete AlexNet file with an untrained head (the shipped convs + a random head)."""
+    import torchvision
+
+    from deepsim_cli.checkpoint import save_checkpoint
+    m = torchvision.models.alexnet(weights=None)
+    conv = load_checkpoint(REPO / "weights" / "alexnet-conv.safetensors").tensors
+    sd = m.state_dict()
+    sd.update(conv)
+    p = tmp_path / "student.safetensors"
+    save_checkpoint(p, sd, kind="encoder", encoder="alexnet")
+    return p
