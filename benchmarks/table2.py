@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.inference import invert, load_generator, optimize_invert, shipped_generator_path  # noqa: E402
-from deepsim_cli.metrics import mean_pairwise_distance, normalized_error, psnr, ssim  # noqa: E402
+from deepsim_cli.metrics import mean_pairwise_distance, reconstruction_metrics  # noqa: E402
 
 
 def feats(enc, x, layer, batch=100):
@@ -33,11 +33,8 @@ def feats(enc, x, layer, batch=100):
 
 
 def row(name, recon, x, enc, layer, f_x, s_img, s_feat):
-    f_r = feats(enc, recon, layer)
-    return {"method": name, "layer": layer, "n": len(x),
-            "img_err": normalized_error(recon.cpu(), x.cpu(), s_img).mean().item(),
-            "feat_err": normalized_error(f_r.cpu(), f_x.cpu(), s_feat).mean().item(),
-            "psnr": psnr(recon, x).mean().item(), "ssim": ssim(recon, x).mean().item()}
+    m = reconstruction_metrics(recon, x, enc, layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
+    return {"method": name, "layer": layer, "n": len(x), **{k: float(v.mean()) for k, v in m.items()}}
 
 
 def main() -> None:
