@@ -271,14 +271,17 @@ def evaluate_against_teacher(student_weights: str | Path | None, labelled: str |
     wnid (imagenet-sample-256: resize 256, centre crop 224), and top-1 agreement everywhere.
 
     Args:
-        student_weights: the AlexNet file to evaluate (None: the shipped one).
+        student_weights: the AlexNet file to evaluate (None: the shipped one; "" for the
+            teacher alone).
         labelled: folder or tar of <wnid>_<name>.jpg files.
         unlabelled: (name, folder or tar, decode size) sets where only agreement is measured.
     """
     from .data import load_array, to_float
 
-    student = build_encoder("alexnet", student_weights, device)
-    student.check_layers(["fc8"])
+    student = None
+    if student_weights != "":
+        student = build_encoder("alexnet", student_weights or None, device)
+        student.check_layers(["fc8"])
     teacher = build_encoder("mobilenet_v2", None, device)
     index = {w: i for i, w in enumerate(imagenet_wnids())}
     imgs, names = load_array(labelled, 256)
@@ -296,11 +299,17 @@ def evaluate_against_teacher(student_weights: str | Path | None, labelled: str |
                 x = x[:, :, crop:-crop, crop:-crop]
             x = x.to(device)
             ts.append(teacher(x, ["logits"])["logits"].float().cpu())
-            ss.append(student(x, ["fc8"])["fc8"].float().cpu())
-        t, s = torch.cat(ts), torch.cat(ss)
-        r = {"n": len(a), "top1_agreement": float((t.argmax(1) == s.argmax(1)).float().mean())}
+            if student is not None:
+                ss.append(student(x, ["fc8"])["fc8"].float().cpu())
+        t = torch.cat(ts)
+        s = torch.cat(ss) if ss else None
+        r = {"n": len(a)}
+        if s is not None:
+            r["top1_agreement"] = float((t.argmax(1) == s.argmax(1)).float().mean())
         if y is not None:
             for tag, lg in (("teacher", t), ("student", s)):
+                if lg is None:
+                    continue
                 top5 = lg.topk(5, 1).indices
                 r[f"{tag}_top1"] = float((top5[:, 0] == y).float().mean())
                 r[f"{tag}_top5"] = float((top5 == y[:, None]).any(1).float().mean())
