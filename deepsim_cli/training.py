@@ -265,7 +265,13 @@ class Trainer:
                                 f"last good checkpoint: {self.state_path()}")
         g_paused = False
         if w.adv and l_discr is not None:
-            ratio = float(l_discr.detach()) / max(parts["adv"], 1e-8)
+            pair = torch.tensor([float(l_discr.detach()), parts["adv"]])
+            if self.world > 1:
+                # every rank must take the same pause decisions, or DDP's collectives desynchronise
+                pair = pair.to(self.device)
+                dist.all_reduce(pair)
+                pair = pair.cpu() / self.world
+            ratio = float(pair[0]) / max(float(pair[1]), 1e-8)
             g_paused = ratio > cfg.g_pause_above
             # hysteresis as in the original code: pause D when it wins, resume once it is losing again
             if self.d_paused and ratio > cfg.d_resume_above:
