@@ -24,7 +24,6 @@ COMMANDS = ["train", "invert", "reencode", "interpolate", "sample", "visualize",
 CHELSEA = str(REPO / "examples" / "images" / "chelsea.jpg")
 NOT_YET = {
     "sample": ["sample", "--n", "4"],
-    "visualize": ["visualize", "--unit", "1"],
 }
 TINY = ["--layer", "pool5", "--steps", "4", "--batch", "4", "--image-size", "32", "--load-size", "36",
         "--g-width", "0.125", "--d-width", "0.125", "--grid-every", "2", "--ckpt-every", "2",

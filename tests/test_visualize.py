@@ -1,0 +1,141 @@
+"""DGN-AM: the optimiser on tiny random networks, class-name resolution, bounds, and the CLI
+with a complete (random-head) AlexNet and a tiny fc6 generator in a temporary weights folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+import torchvision
+from typer.testing import CliRunner
+
+from deepsim_cli.checkpoint import load_checkpoint, save_checkpoint
+from deepsim_cli.cli import app
+from deepsim_cli.encoders import build_encoder
+from deepsim_cli.errors import UsageError
+from deepsim_cli.generators import generator_for
+from deepsim_cli.visualize import (CodeBounds, compute_bounds, resolve_class, unit_activation,
+                                   visualize)
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "examples" / "images"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return generator_for((64,), 32, width=0.125, fc_dims=(32,)), build_encoder("alexnet-random")
+
+
+def test_activation_rises(tiny):
+    G, E = tiny
+    r = visualize(G, E, "fc8", 3, code_shape=(64,), iters=5, lr=(8.0, 1e-10))
+    assert r.activation > r.history[0]
+    assert r.image.shape == (3, 32, 32) and r.image.abs().max() <= 1
+
+
+def test_bounds_clip_the_code(tiny):
+    G, E = tiny
+    b = CodeBounds(torch.zeros(64), torch.full((64,), 0.05))
+    r = visualize(G, E, "fc8", 3, code_shape=(64,), iters=3, bounds=b)
+    assert (r.code >= 0).all() and (r.code <= 0.05 + 1e-7).all()
+    # the ascent pushes units to the bound; the last step (lr ≈ 0) only applies the L2 decay
+    assert r.code.max() == pytest.approx(0.05 * 0.99, abs=1e-6)
+
+
+def test_compute_bounds_is_zero_to_three_std():
+    codes = torch.rand(200, 8) * torch.arange(1, 9)
+    b = compute_bounds(codes)
+    assert torch.equal(b.lo, torch.zeros(8))
+    assert torch.allclose(b.hi, 3 * codes.std(0))
+
+
+def test_conv_unit_at_centre_or_xy():
+    f = torch.zeros(1, 4, 5, 7)
+    f[0, 2, 2, 3] = 1.0
+    f[0, 2, 0, 6] = 2.0
+    assert float(unit_activation(f, 2)[0]) == 1.0
+    assert float(unit_activation(f, 2, (6, 0))[0]) == 2.0
+    with pytest.raises(UsageError):
+        unit_activation(f, 9)
+    with pytest.raises(UsageError):
+        unit_activation(f, 1, (7, 0))
+
+
+def test_resolve_class():
+    assert resolve_class("bell pepper") == 945
+    assert resolve_class("Bell Pepper") == 945
+    assert resolve_class("goldfish") == 1
+    with pytest.raises(UsageError, match="did you mean"):
+        resolve_class("goldfsh")
+    with pytest.raises(UsageError):
+        resolve_class("zzzq")
+
+
+# ---------------------------------------------------------------- CLI
+
+def _runner() -> CliRunner:
+    try:
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()
+
+
+@pytest.fixture
+def weights_dir(tmp_path, monkeypatch):
+    """A weights folder with a complete AlexNet (genuine convs, random head) and a tiny fc6 generator."""
+    d = tmp_path / "weights"
+    d.mkdir()
+    for f in ("alexnet-conv.safetensors", "mobilenet_v2.safetensors", "lpips-alex-lin.safetensors"):
+        shutil.copy(REPO / "weights" / f, d / f)
+    torch.manual_seed(0)
+    sd = torchvision.models.alexnet(weights=None).state_dict()
+    sd.update(load_checkpoint(d / "alexnet-conv.safetensors").tensors)
+    save_checkpoint(d / "alexnet.safetensors", sd, kind="encoder", encoder="alexnet")
+    monkeypatch.setenv("DEEPSIM_WEIGHTS", str(d))
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    enc = build_encoder("alexnet")
+    G = generator_for((4096,), 32, width=0.125, fc_dims=(16,))
+    save_checkpoint(d / "alexnet-fc6-generator.safetensors", G.state_dict(), kind="generator",
+                    config={"generator": G.cfg.to_dict()}, encoder="alexnet", layer="fc6",
+                    encoder_sha256=enc.sha256)
+    return d
+
+
+def test_cli_needs_bounds_then_computes_them(weights_dir):
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1", "--iters", "2"])
+    assert r.exit_code == 2 and "compute-bounds" in r.stderr
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
+    assert r.exit_code == 0, r.stderr
+    assert Path(r.stdout.strip()) == weights_dir / "alexnet-fc6-generator.bounds.safetensors"
+
+
+def test_cli_grid_gif_and_json(weights_dir):
+    _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--class", "bell pepper", "--unit", "1",
+                               "--iters", "3", "--seeds", "0,1", "--save-every", "1", "-o", "v.png", "--json"])
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert [(x["unit"], x["seed"]) for x in info["results"]] == [(1, 0), (1, 1), (945, 0), (945, 1)]
+    assert all(0 <= x["prob"] <= 1 for x in info["results"])
+    assert Path("v.png").is_file()
+    assert iio.imread(info["gif"], index=None).shape[0] >= 4
+
+
+def test_cli_bad_class_is_one_line(weights_dir):
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--class", "zzzq", "--no-bounds"])
+    assert r.exit_code == 2
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "zzzq" in lines[0]
+
+
+def test_cli_without_fc6_generator_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1"])
+    assert r.exit_code == 2
+    assert "fc6" in r.stderr and "Traceback" not in r.stderr
