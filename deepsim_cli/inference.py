@@ -195,3 +195,55 @@ def nearest_neighbors(query: torch.Tensor, bank: torch.Tensor, k: int = 5) -> tu
     d = torch.cdist(query.flatten(1).float(), bank.flatten(1).float())
     dist, idx = d.topk(min(k, bank.shape[0]), dim=1, largest=False)
     return dist, idx
+
+
+# ---------------------------------------------------------------- VAE sampling
+
+def load_vae(path: str | Path, device: torch.device | str = "cpu"):
+    """Load a VAE checkpoint written by `deepsim train --model vae`."""
+    from .generators import VAE
+
+    ck = load_checkpoint(path, kind="vae", map_location="cpu")
+    gcfg = GeneratorConfig.from_dict(ck.config["generator"])
+    vae = VAE(gcfg.in_shape[0], gcfg.out_size, gcfg.width, gcfg.fc_dims)
+    load_state_dict_strict(vae, ck.tensors, f"VAE {path}")
+    return vae.eval().requires_grad_(False).to(device)
+
+
+def per_item_normal(n: int, dim: int, seed: int, offset: int = 0) -> torch.Tensor:
+    """(n, dim) standard normal rows, row i drawn from its own generator seeded by (seed, offset + i),
+    so a sample does not depend on how many others are drawn with it."""
+    rows = [torch.randn(dim, generator=torch.Generator().manual_seed(seed * 100_003 + offset + i))
+            for i in range(n)]
+    return torch.stack(rows)
+
+
+@torch.no_grad()
+def sample(vae, n: int = 16, *, seed: int = 0, temperature: float = 1.0, batch: int = 64) -> torch.Tensor:
+    """Decode n latent codes z ~ N(0, temperature² I). Returns (n, 3, S, S) in [-1, 1]."""
+    dev = next(vae.parameters()).device
+    z = per_item_normal(n, vae.latent_dim, seed) * temperature
+    return torch.cat([vae.decode(z[i:i + batch].to(dev)).clamp(-1, 1).cpu() for i in range(0, n, batch)])
+
+
+@torch.no_grad()
+def great_circle(vae, frames: int = 32, *, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+    """Decode a loop along a random great circle of radius √dim·temperature in z space."""
+    dev = next(vae.parameters()).device
+    a, b = per_item_normal(2, vae.latent_dim, seed)
+    a = a / a.norm()
+    b = b - (b @ a) * a
+    b = b / b.norm()
+    r = math.sqrt(vae.latent_dim) * temperature
+    t = torch.arange(frames) * (2 * math.pi / frames)
+    z = r * (torch.cos(t)[:, None] * a + torch.sin(t)[:, None] * b)
+    return vae.decode(z.to(dev)).clamp(-1, 1).cpu()
+
+
+@torch.no_grad()
+def posterior_samples(vae, x: torch.Tensor, n: int = 8, *, seed: int = 0) -> torch.Tensor:
+    """n decodings of z ~ q(z | x) for one image x (1, 3, H, W). Returns (n, 3, S, S)."""
+    dev = next(vae.parameters()).device
+    mu, logvar = vae.encode(x.to(dev))
+    eps = per_item_normal(n, vae.latent_dim, seed).to(dev)
+    return vae.decode(mu + (0.5 * logvar).exp() * eps).clamp(-1, 1).cpu()

@@ -161,13 +161,8 @@ class Trainer:
     def export_generator(self, path: Path | None = None, metrics: dict | None = None) -> Path:
         """Write the generator in the shipped format (what `deepsim invert --weights` loads)."""
         path = path or self.run_dir / "generator.safetensors"
-        if self.cfg.model == "vae":
-            kind, layer = "vae", "z"
-            tensors = self.G.state_dict()
-        else:
-            kind, layer = "generator", self.cfg.layer
-            tensors = self.G.state_dict()
-        save_checkpoint(path, tensors, kind=kind,
+        kind, layer = ("vae", "z") if self.cfg.model == "vae" else ("generator", self.cfg.layer)
+        save_checkpoint(path, self.G.state_dict(), kind=kind,
                         config={"generator": self.gcfg.to_dict(), "train": self.cfg.to_dict()},
                         encoder=self.cfg.encoder, layer=layer, encoder_sha256=self.encoder.sha256,
                         train_steps=self.step, metrics=metrics or {})

@@ -22,9 +22,6 @@ WEIGHTS = REPO / "weights"
 COMMANDS = ["train", "invert", "reencode", "interpolate", "sample", "visualize", "eval", "neighbors",
             "distill", "layers", "weights"]
 CHELSEA = str(REPO / "examples" / "images" / "chelsea.jpg")
-NOT_YET = {
-    "sample": ["sample", "--n", "4"],
-}
 TINY = ["--layer", "pool5", "--steps", "4", "--batch", "4", "--image-size", "32", "--load-size", "36",
         "--g-width", "0.125", "--d-width", "0.125", "--grid-every", "2", "--ckpt-every", "2",
         "--device", "cpu"]
@@ -93,14 +90,6 @@ def test_loss_choices_match_library():
     from deepsim_cli.losses import LOSS_PRESETS
 
     assert tuple(LOSS_CHOICES) == tuple(LOSS_PRESETS)
-
-
-@pytest.mark.parametrize("name", sorted(NOT_YET))
-def test_not_yet_available_commands(name):
-    r = invoke(*NOT_YET[name])
-    assert r.exit_code == 2
-    assert "not available yet" in one_error_line(r)
-    assert r.stdout == ""
 
 
 @pytest.mark.parametrize("name", COMMANDS)

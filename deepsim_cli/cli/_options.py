@@ -93,11 +93,3 @@ def print_json(obj: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
-
-
-def not_available(command: str) -> None:
-    """Body of the commands whose engine is not released yet (exit 2, one line)."""
-    from ..errors import UsageError
-
-    raise UsageError(f"`deepsim {command}` is not available yet: its engine lands in a later "
-                     "release (see the issues)")

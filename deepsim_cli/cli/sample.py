@@ -1,39 +1,78 @@
-"""`deepsim sample`: decode random features (or VAE latents) into new images."""
+"""`deepsim sample`: draw images from a DeePSiM VAE."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
 from pathlib import Path
+from typing import Annotated, Optional
 
 import typer
 
-from ._options import (DeviceOpt, EncoderOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt, QuietOpt,
-                       SeedOpt, not_available)
+from ._common import check_suffix, output_path, read_inputs, say, setup
+from ._options import DeviceOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, print_json, resolve
 
 
 def sample(
     ctx: typer.Context,
-    layer: LayerOpt = "fc6",
-    encoder: EncoderOpt = "alexnet",
     weights: GeneratorOpt = None,
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many images.")] = 16,
-    stats_from: Annotated[Optional[Path], typer.Option(
-        "--stats-from", metavar="DIR", show_default=False,
-        help="Fit the feature distribution on these images (default: statistics stored with the generator).")] = None,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", min=0.0,
+                                               help="Scale of z ~ N(0, t² I).")] = 1.0,
+    from_image: Annotated[Optional[Path], typer.Option(
+        "--from", metavar="IMG", show_default=False,
+        help="Decode n draws from this image's posterior q(z|x) instead of the prior.")] = None,
+    gif: Annotated[bool, typer.Option("--gif", help="Also write a GIF walking a random great circle in z.")] = False,
+    frames: Annotated[int, typer.Option("--frames", min=2, help="GIF frames.")] = 32,
     out: OutOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Draw features from a fitted Gaussian (or a VAE's prior) and decode them.
+    """Draw new images from a DeePSiM VAE (trained with `deepsim train --model vae`).
 
-    [dim]Not available yet: the engine lands in a later release.[/dim]
+    Samples are reproducible: sample i depends only on --seed and i.
 
     [bold]Examples[/bold]
 
-      deepsim sample --layer fc6 --n 16 --out samples.png --seed 3
+      deepsim sample --weights runs/vae/generator.safetensors --n 16 --seed 0 -o grid.png
 
-      deepsim sample --weights runs/vae/generator.safetensors --n 64 --out vae.png
+      deepsim sample --weights vae.safetensors --from examples/images/chelsea.jpg --n 8
+
+      deepsim sample --weights vae.safetensors --gif --frames 48 --temperature 0.8
     """
-    not_available("sample")
+    from ..encoders import weights_dir
+    from ..errors import UsageError
+    from ..images import make_grid, save_gif, save_image
+    from ..inference import great_circle, load_vae, posterior_samples, sample as lib_sample
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    dev = setup(opts)
+    path = weights if weights is not None else weights_dir() / "vae-deepsim.safetensors"
+    if not Path(path).is_file():
+        raise UsageError(f"no VAE at {path}; pass --weights FILE (train one with `deepsim train --model vae`)")
+    vae = load_vae(path, dev)
+    size = vae.decoder.cfg.out_size
+    if from_image is not None:
+        x, names = read_inputs([from_image], size)
+        say(opts, f"{n} draws from the posterior of {names[0]}")
+        imgs = posterior_samples(vae, x, n, seed=opts.seed)
+        cells, caps = [x[0]] + list(imgs), [names[0]] + [f"q(z|x) #{i}" for i in range(n)]
+        default = f"{names[0]}-posterior.png"
+    else:
+        say(opts, f"{n} samples, temperature {temperature}, seed {opts.seed}")
+        imgs = lib_sample(vae, n, seed=opts.seed, temperature=temperature)
+        cells, caps = list(imgs), [f"seed {opts.seed} #{i}" for i in range(n)]
+        default = f"samples-seed{opts.seed}.png"
+    p = output_path(out, default)
+    check_suffix(p, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    save_image(make_grid(cells, captions=caps), p)
+    outputs = {"grid": str(p)}
+    if gif and str(p) != "-":
+        gp = p.with_suffix(".gif")
+        save_gif(list(great_circle(vae, frames, seed=opts.seed, temperature=temperature)), gp, duration_ms=80)
+        outputs["gif"] = str(gp)
+    if opts.json:
+        print_json({**outputs, "n": n, "seed": opts.seed, "temperature": temperature})
+    elif str(p) != "-":
+        for v in outputs.values():
+            typer.echo(v)
