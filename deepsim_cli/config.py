@@ -43,6 +43,7 @@ class TrainConfig:
     w_kl: float = 0.002               # VAE only: per nat of KL summed over latent units
     latent_dim: int = 1024            # VAE only
     g_width: float = 1.0
+    init_generator: str | None = None  # warm-start G from an exported generator file
     fc_dims: tuple[int, ...] = (1024, 1024)
     d_width: float = 1.0
     d_cond: bool = True               # feed y to D (the paper does)

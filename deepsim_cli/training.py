@@ -110,6 +110,8 @@ class Trainer:
             self.gcfg = GeneratorConfig(kind, tuple(shape), cfg.image_size, cfg.g_width,
                                         tuple(cfg.fc_dims) if kind == "fc" else ())
             self.G: torch.nn.Module = Generator(self.gcfg).to(device)
+            if cfg.init_generator:
+                self._init_generator(cfg.init_generator)
             cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
         else:
             self.gcfg = GeneratorConfig("fc", (cfg.latent_dim,), cfg.image_size, cfg.g_width, tuple(cfg.fc_dims))
@@ -127,6 +129,19 @@ class Trainer:
         ddp = dist.is_available() and dist.is_initialized()
         self.G_ddp = DDP(self.G) if ddp else self.G
         self.D_ddp = DDP(self.D) if ddp else self.D
+
+    def _init_generator(self, path: str) -> None:
+        """Warm start: G's weights from an exported generator (D and the optimizers start fresh),
+        e.g. to continue a shipped generator's training in a new session."""
+        from .checkpoint import load_state_dict_strict
+        ck = load_checkpoint(path, kind="generator")
+        if ck.layer != self.cfg.layer or ck.encoder != self.cfg.encoder:
+            raise UsageError(f"--init-generator {path} inverts {ck.encoder}:{ck.layer}, "
+                             f"not {self.cfg.encoder}:{self.cfg.layer}")
+        if GeneratorConfig.from_dict(ck.config["generator"]) != self.gcfg:
+            raise UsageError(f"--init-generator {path} has another architecture than this run "
+                             f"(check --image-size, --g-width, --fc-dims)")
+        load_state_dict_strict(self.G, ck.tensors, f"generator {path}")
 
     # ------------------------------------------------------------------ state
     def state_path(self) -> Path:

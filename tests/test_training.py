@@ -361,3 +361,18 @@ def test_vae_runs_and_logs_kl(tmp_path, images):
     assert ck.layer == "z" and ck.train_steps == 2
     assert any(k.startswith("decoder.") for k in ck.tensors)
     assert (run / "grids" / "step-0000002.png").is_file()
+
+
+def test_init_generator_warm_starts_g(full_run, tmp_path, images):
+    """--init-generator: the new run starts from the exported G (checked before any step)."""
+    from deepsim_cli.training import Trainer
+
+    cfg, _, out, _ = full_run
+    tr = Trainer(cfg.replace(init_generator=str(out)), tmp_path / "warm", torch.device("cpu"))
+    exported = _g_tensors(out)
+    for k, v in tr.G.state_dict().items():
+        assert torch.equal(v, exported[k]), k
+    with pytest.raises(UsageError, match="another architecture"):
+        Trainer(cfg.replace(init_generator=str(out), g_width=0.25), tmp_path / "w2", torch.device("cpu"))
+    with pytest.raises(UsageError, match="inverts"):
+        Trainer(cfg.replace(init_generator=str(out), layer="conv5"), tmp_path / "w3", torch.device("cpu"))

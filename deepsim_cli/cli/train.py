@@ -103,6 +103,9 @@ def train(
                                                      help=_h("Generator width multiplier.", _D.g_width))] = None,
     d_width: Annotated[Optional[float], typer.Option("--d-width", min=0, show_default=False,
                                                      help=_h("Discriminator width multiplier.", _D.d_width))] = None,
+    init_generator: Annotated[Optional[Path], typer.Option(
+        "--init-generator", metavar="FILE", show_default=False,
+        help="Warm-start G from an exported generator (e.g. a shipped one); D and the optimizers start fresh.")] = None,
     no_d_cond: Annotated[bool, typer.Option("--no-d-cond", help="Do not feed the features to D.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, show_default=False,
                                                  help="Use only the first N images.")] = None,
@@ -149,6 +152,7 @@ def train(
         time_limit=parse_duration(time_limit) if time_limit is not None else None,
         d_cond=False if no_d_cond else None,
         comparator_size=comparator_size, feature_cache=True if feature_cache else None,
+        init_generator=str(init_generator) if init_generator is not None else None,
         amp=False if no_amp else None,
         seed=opts.seed if opts.seed_given else None,
     )
