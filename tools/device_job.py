@@ -32,44 +32,24 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def wnid_order(data: Path) -> list[str]:
-    import tarfile
-    with tarfile.open(data / "imagenet-sample-256.tar") as tf:
-        names = [Path(m.name).name for m in tf if m.isfile()]
-    return sorted(n.split("_")[0] for n in names)
-
-
-def covered_wnids(data: Path) -> set[str]:
-    import tarfile
-    out = set()
-    for t in list(data.glob("inette144-part*.tar")) + [data / "tinyimagenet-64-train.tar"]:
-        with tarfile.open(t) as tf:
-            for m in tf:
-                parts = m.name.split("/")
-                if m.isfile() and len(parts) >= 3:
-                    out.add(parts[-2])
-    return out
-
-
 def phase_distill(args) -> None:
     """Subprocess: [DeepInversion] + distillation + evaluation of one student."""
     import numpy as np
     import torch
 
     from deepsim_cli.data import load_array
-    from deepsim_cli.distill import DistillConfig, deep_inversion, distill, teacher_student
+    from deepsim_cli.distill import DistillConfig, classes_in, deep_inversion, distill, teacher_student
     data, work = Path(args.data), Path(args.work)
     dev = torch.device(DEVICE)
     torch.backends.cudnn.benchmark = True
-    inette, _ = load_array(sorted(data.glob("inette144-part*.tar")), 144)
-    tiny, _ = load_array(data / "tinyimagenet-64-train.tar", 64)
+    inette, n1 = load_array(sorted(data.glob("inette144-part*.tar")), 144)
+    tiny, n2 = load_array(data / "tinyimagenet-64-train.tar", 64)
     arrays = [inette, tiny]
     t0 = time.time()
     n_synth = 0
     if args.synth_seconds > 0:
-        order = wnid_order(data)
-        covered = covered_wnids(data)
-        missing = [i for i, w in enumerate(order) if w not in covered][:args.di_classes]
+        have = classes_in(n1 + n2)
+        missing = [c for c in range(1000) if c not in have][:args.di_classes]
         log(f"{len(missing)} classes missing from the training data; DeepInversion for {args.synth_seconds}s")
         teacher, _ = teacher_student(dev)
         synth = []
@@ -94,39 +74,11 @@ def phase_distill(args) -> None:
 
 
 def evaluate_student(path: Path, data: Path, dev) -> dict:
-    import torch
-    import torch.nn.functional as F
-
-    from deepsim_cli.data import load_array, to_float
-    from deepsim_cli.encoders import build_encoder
-    student = build_encoder("alexnet", path, dev)
-    teacher = build_encoder("mobilenet_v2", None, dev)
-    out = {}
-    imgs, names = load_array(data / "imagenet-sample-256.tar", 256)
-    order = wnid_order(data)
-    labels = torch.tensor([order.index(Path(n).name.split("_")[0]) for n in names], device=dev)
-    x_all = to_float(torch.from_numpy(imgs))[:, :, 16:240, 16:240]  # resize 256, centre crop 224
-    sets = {"imagenet-sample-256": (x_all, labels)}
-    for name, tar, size in (("imagenette-160-val", "imagenette-160-val.tar", 144),
-                            ("tinyimagenet-64-val", "tinyimagenet-64-val.tar", 64)):
-        a, _ = load_array(data / tar, size)
-        sets[name] = (to_float(torch.from_numpy(a)), None)
-    with torch.no_grad():
-        for name, (x, y) in sets.items():
-            ts, ss = [], []
-            for i in range(0, len(x), 250):
-                xb = x[i:i + 250].to(dev)
-                ts.append(teacher(xb, ["logits"])["logits"].float())
-                ss.append(student(xb, ["fc8"])["fc8"].float())
-            t, s = torch.cat(ts), torch.cat(ss)
-            r = {"n": len(x), "top1_agreement": (t.argmax(1) == s.argmax(1)).float().mean().item()}
-            if y is not None:
-                for tag, lg in (("teacher", t), ("student", s)):
-                    top5 = lg.topk(5, 1).indices
-                    r[f"{tag}_top1"] = (top5[:, 0] == y).float().mean().item()
-                    r[f"{tag}_top5"] = (top5 == y[:, None]).any(1).float().mean().item()
-            out[name] = r
-    return out
+    from deepsim_cli.distill import evaluate_against_teacher
+    return evaluate_against_teacher(path, data / "imagenet-sample-256.tar",
+                                    [("imagenette-160-val", data / "imagenette-160-val.tar", 144),
+                                     ("tinyimagenet-64-val", data / "tinyimagenet-64-val.tar", 64)],
+                                    device=dev)
 
 
 def gen_cmd(args, name: str, layer: str, loss: str, seconds: float, encoder_weights: str | None, **kw) -> list[str]:
