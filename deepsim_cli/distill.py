@@ -134,10 +134,93 @@ def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 12
     return out
 
 
-def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, out: str | Path,
-            device: torch.device, log: Callable[[str], None] = print,
-            state_path: str | Path | None = None) -> dict:
-    """Train the AlexNet head on `arrays` (uint8 (N, S, S, 3) each; sampled ∝ size).
+def _teacher_and_features(cfg: DistillConfig, arrays: Sequence[torch.Tensor], sizes: torch.Tensor,
+                          teacher: nn.Module, student: nn.Module, g: torch.Generator, n: int,
+                          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """n augmented views sampled from `arrays` (∝ size): random resized crops to 224, flips,
+    colour jitter, then CutMix or MixUp; returns (student pool5 features, teacher logits)."""
+    pick = torch.multinomial(sizes / sizes.sum(), n, replacement=True, generator=g)
+    counts = torch.bincount(pick, minlength=len(arrays))
+    views = []
+    for a, k in zip(arrays, counts.tolist()):
+        if k == 0:
+            continue
+        idx = torch.randint(len(a), (k,), generator=g).to(a.device)
+        views.append(random_resized_crop(to_float(a[idx]), 224, g, scale=cfg.crop_scale))
+    x = color_jitter(torch.cat(views), g, 0.3)
+    # the teacher labels the mixed image itself, so targets need no mixing
+    r = float(torch.rand(1, generator=g))
+    if r < cfg.cutmix:
+        x = _cutmix(x, g)
+    elif r < cfg.cutmix + cfg.mixup:
+        lam = float(torch.empty(1).uniform_(0.3, 0.7, generator=g))
+        perm = torch.randperm(x.shape[0], generator=g).to(device)
+        x = lam * x + (1 - lam) * x[perm]
+    xn = _norm(x)
+    amp = cfg.amp and device.type == "cuda"
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        t_logits = teacher(xn.contiguous(memory_format=torch.channels_last)).float()
+        feats = torch.flatten(student.avgpool(student.features(xn)), 1).float()
+    return feats, t_logits
+
+
+def extract_views(cfg: DistillConfig, arrays: Sequence[np.ndarray], cache_dir: str | Path, rounds: int, *,
+                  device: torch.device, chunk: int = 64, log: Callable[[str], None] = print) -> int:
+    """CPU path: precompute (pool5 features, teacher logits) of augmented views once, so the head
+    can train for many epochs without running the two networks again.
+
+    Each round draws as many views as there are images and is written as one shard pair
+    (round-NNN.feats.npy float16 (V, 9216), round-NNN.logits.npy float16 (V, 1000)) atomically;
+    rounds already on disk are skipped, so an interrupted extraction resumes. Returns the number
+    of cached views.
+    """
+    from .utils import atomic_output
+
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    teacher, student = teacher_student(device)
+    teacher = teacher.to(memory_format=torch.channels_last)
+    tarrays = [torch.as_tensor(a).to(device) for a in arrays]
+    sizes = torch.tensor([len(a) for a in tarrays], dtype=torch.float)
+    n = int(sizes.sum())
+    for r in range(rounds):
+        stem = cache_dir / f"round-{r:03d}"
+        if Path(f"{stem}.logits.npy").exists():
+            continue
+        t0 = time.time()
+        feats = np.empty((n, 9216), dtype=np.float16)
+        logits = np.empty((n, 1000), dtype=np.float16)
+        for i in range(0, n, chunk):
+            k = min(chunk, n - i)
+            g = step_generator(cfg.seed, r * 1_000_003 + i, salt=29)
+            f, t = _teacher_and_features(cfg, tarrays, sizes, teacher, student, g, k, device)
+            feats[i:i + k] = f.cpu().numpy()
+            logits[i:i + k] = t.cpu().numpy()
+        for arr, suffix in ((feats, "feats"), (logits, "logits")):  # logits last: they mark a complete round
+            with atomic_output(f"{stem}.{suffix}.npy") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.save(fh, arr)
+        log(f"cached round {r + 1}/{rounds}: {n} views in {time.time() - t0:.0f}s")
+    return len(load_view_cache(cache_dir)[0])
+
+
+def load_view_cache(cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """All complete rounds of a view cache as (features, logits) arrays (float16)."""
+    from .errors import UsageError
+
+    rounds = sorted(Path(cache_dir).glob("round-*.logits.npy"))
+    if not rounds:
+        raise UsageError(f"no cached views in {cache_dir}")
+    feats = [np.load(str(p).replace(".logits.npy", ".feats.npy"), mmap_mode="r") for p in rounds]
+    logits = [np.load(p, mmap_mode="r") for p in rounds]
+    return np.concatenate(feats), np.concatenate(logits)
+
+
+def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | None = None, *,
+            out: str | Path, device: torch.device, log: Callable[[str], None] = print,
+            state_path: str | Path | None = None, cache_dir: str | Path | None = None) -> dict:
+    """Train the AlexNet head on `arrays` (uint8 (N, S, S, 3) each; sampled ∝ size), or on the
+    views cached in `cache_dir` by extract_views().
 
     Writes the complete AlexNet (genuine convs + distilled head) to `out`; resumes from
     `state_path` if it exists. Returns the final stats.
@@ -162,9 +245,14 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, 
         opt.load_state_dict(sd)
         step = ck.train_steps
         log(f"resumed distillation at step {step}")
-    arrays = [torch.as_tensor(a).to(device) for a in arrays]
-    sizes = torch.tensor([len(a) for a in arrays], dtype=torch.float)
-    amp = cfg.amp and device.type == "cuda"
+    if cache_dir is not None:
+        cache = load_view_cache(cache_dir)
+        log(f"training on {len(cache[0])} cached views from {cache_dir}")
+        sizes = None
+    else:
+        cache = None
+        arrays = [torch.as_tensor(a).to(device) for a in arrays]
+        sizes = torch.tensor([len(a) for a in arrays], dtype=torch.float)
     t_start = time.time()
     hist: list[float] = []
 
@@ -185,28 +273,12 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor], *, 
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0)))
         for pg in opt.param_groups:
             pg["lr"] = lr
-        counts = torch.distributions.Multinomial(cfg.batch, sizes / sizes.sum()).sample().long() \
-            if len(arrays) > 1 else torch.tensor([cfg.batch])
-        views = []
-        for a, n in zip(arrays, counts.tolist()):
-            if n == 0:
-                continue
-            idx = torch.randint(len(a), (n,), generator=g).to(a.device)
-            x = to_float(a[idx])
-            views.append(random_resized_crop(x, 224, g, scale=cfg.crop_scale))
-        x = color_jitter(torch.cat(views), g, 0.3)
-        # the teacher labels the mixed image itself, so targets need no mixing
-        r = float(torch.rand(1, generator=g))
-        if r < cfg.cutmix:
-            x = _cutmix(x, g)
-        elif r < cfg.cutmix + cfg.mixup:
-            lam = float(torch.empty(1).uniform_(0.3, 0.7, generator=g))
-            perm = torch.randperm(x.shape[0], generator=g).to(device)
-            x = lam * x + (1 - lam) * x[perm]
-        xn = _norm(x)
-        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            t_logits = teacher(xn.contiguous(memory_format=torch.channels_last)).float()
-            feats = torch.flatten(student.avgpool(student.features(xn)), 1).float()
+        if cache is not None:
+            idx = torch.randint(len(cache[0]), (cfg.batch,), generator=g).sort().values.numpy()
+            feats = torch.from_numpy(np.asarray(cache[0][idx], dtype=np.float32)).to(device)
+            t_logits = torch.from_numpy(np.asarray(cache[1][idx], dtype=np.float32)).to(device)
+        else:
+            feats, t_logits = _teacher_and_features(cfg, arrays, sizes, teacher, student, g, cfg.batch, device)
         s_logits = student.classifier(feats)
         T = cfg.temperature
         loss = F.kl_div(F.log_softmax(s_logits / T, 1), F.log_softmax(t_logits / T, 1),

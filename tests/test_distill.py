@@ -116,3 +116,26 @@ def _tiny_student(tmp_path: Path) -> Path:
     p = tmp_path / "student.safetensors"
     save_checkpoint(p, sd, kind="encoder", encoder="alexnet")
     return p
+
+
+def test_view_cache_extracts_resumes_and_trains(tmp_path):
+    from deepsim_cli.distill import DistillConfig, distill, extract_views, load_view_cache
+
+    rng = np.random.default_rng(0)
+    arr = rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8)
+    cfg = DistillConfig(steps=3, batch=4, warmup=1, log_every=1)
+    cache = tmp_path / "views"
+    n = extract_views(cfg, [arr], cache, 2, device=torch.device("cpu"), chunk=4, log=lambda m: None)
+    assert n == 12
+    feats, logits = load_view_cache(cache)
+    assert feats.shape == (12, 9216) and logits.shape == (12, 1000) and feats.dtype == np.float16
+    assert np.isfinite(feats.astype(np.float32)).all() and (feats >= 0).all()  # post-ReLU pool5
+    first = (cache / "round-000.feats.npy").stat().st_mtime_ns
+    logs: list[str] = []
+    assert extract_views(cfg, [arr], cache, 3, device=torch.device("cpu"), chunk=4, log=logs.append) == 18
+    assert (cache / "round-000.feats.npy").stat().st_mtime_ns == first  # done rounds are skipped
+    assert len(logs) == 1
+    out = tmp_path / "a.safetensors"
+    stats = distill(cfg, out=out, device=torch.device("cpu"), log=lambda m: None, cache_dir=cache)
+    assert stats["steps"] == 3 and out.is_file()
+    assert "fc8" in build_encoder("alexnet", out).trained_layers

@@ -26,6 +26,12 @@ def distill(
     synthetic: Annotated[int, typer.Option(
         "--synthetic", min=0, help="DeepInversion images per class the data lacks (0 = real images only).")] = 0,
     di_iters: Annotated[int, typer.Option("--di-iters", min=1, help="DeepInversion iterations per image.")] = 300,
+    cache: Annotated[Optional[Path], typer.Option(
+        "--cache", metavar="DIR", show_default=False,
+        help="CPU path: precompute features + teacher logits of augmented views into DIR once "
+             "(resumable), then train the head on them.")] = None,
+    rounds: Annotated[int, typer.Option("--rounds", min=1,
+                                        help="With --cache: views per training image (one round each).")] = 4,
     time_limit: Annotated[Optional[str], typer.Option(
         "--time-limit", metavar="DURATION", show_default=False,
         help="Stop cleanly after this long (e.g. 3600, 90m, 2h); the LR schedule follows the clock.")] = None,
@@ -47,11 +53,14 @@ def distill(
       deepsim distill --data ../shared/data/imagenette-160-train.tar --data ../shared/data/tinyimagenet-64-train.tar --time-limit 2h
 
       deepsim distill --data train/ --synthetic 8 --out runs/alexnet.safetensors --steps 20000
+
+      deepsim distill --data train.tar --cache scratch/views --rounds 10 --steps 20000   # CPU
     """
     import numpy as np
 
     from ..data import load_array
-    from ..distill import DistillConfig, classes_in, deep_inversion, distill as lib_distill, teacher_student
+    from ..distill import (DistillConfig, classes_in, deep_inversion, distill as lib_distill, extract_views,
+                           teacher_student)
     from .train import parse_duration
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
@@ -74,7 +83,12 @@ def distill(
         n_synth = len(synth)
     cfg = DistillConfig(steps=steps, batch=batch, lr=lr, temperature=temperature, seed=opts.seed,
                         time_limit=parse_duration(time_limit) if time_limit else None)
-    stats = lib_distill(cfg, arrays, out=out, device=dev, log=lambda m: say(opts, m))
+    if cache is not None:
+        n_views = extract_views(cfg, arrays, cache, rounds, device=dev, log=lambda m: say(opts, m))
+        say(opts, f"{n_views} cached views in {cache}")
+        stats = lib_distill(cfg, out=out, device=dev, log=lambda m: say(opts, m), cache_dir=cache)
+    else:
+        stats = lib_distill(cfg, arrays, out=out, device=dev, log=lambda m: say(opts, m))
     stats.update(out=str(out), n_real=int(sum(len(a) for a in arrays[:len(data)])), n_synth=n_synth)
     if opts.json:
         print_json(stats)
