@@ -61,8 +61,10 @@ def invert(
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     enc.check_layers(layers)
-    gens = {l: load_gen(enc, l, weights if len(layers) == 1 else None, dev) for l in layers} \
-        if method == "generator" else {}
+    if weights is not None and len(layers) > 1:
+        from ..errors import UsageError
+        raise UsageError("--weights names one generator: pass a single --layer with it")
+    gens = {l: load_gen(enc, l, weights, dev) for l in layers} if method == "generator" else {}
     out_size = next(iter(gens.values())).image_size if gens else size
     x, names = read_inputs(images, out_size)
     single = len(names) == 1 and len(layers) == 1
