@@ -8,13 +8,12 @@ resumed runs see exactly the batches an uninterrupted run would.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch

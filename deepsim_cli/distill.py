@@ -348,7 +348,7 @@ def evaluate_against_teacher(student_weights: str | Path | None, labelled: str |
         labelled: folder or tar of <wnid>_<name>.jpg files.
         unlabelled: (name, folder or tar, decode size) sets where only agreement is measured.
     """
-    from .data import load_array, to_float
+    from .data import to_float
 
     student = None
     if student_weights != "":

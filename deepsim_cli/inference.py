@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import Checkpoint, load_checkpoint, load_state_dict_strict
-from .encoders import Encoder, build_encoder, weights_dir
+from .encoders import Encoder, weights_dir
 from .errors import UsageError
 from .generators import Generator, GeneratorConfig
 

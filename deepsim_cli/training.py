@@ -9,7 +9,6 @@ A run directory holds config.json, stats.jsonl, grids/step-XXXXXXX.png, state.sa
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path

@@ -7,7 +7,6 @@ Every run here is a few steps of a 32 px generator of width 0.125; the encoder s
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 

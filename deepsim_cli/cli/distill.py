@@ -56,7 +56,6 @@ def distill(
 
       deepsim distill --data train.tar --cache scratch/views --rounds 10 --steps 20000   # CPU
     """
-    import numpy as np
 
     from ..data import load_array
     from ..distill import (DistillConfig, classes_in, deep_inversion, distill as lib_distill, extract_views,
