@@ -72,7 +72,7 @@ def main() -> None:
                 rows.append(row(name, invert(x, enc, gen), x, enc, layer, f_x, s_img, s_feat))
         if a.opt_n:
             k = min(a.opt_n, len(x))
-            recon = torch.cat([optimize_invert(f_x[i:i + 100], enc, layer, a.size, steps=a.opt_steps)
+            recon = torch.cat([optimize_invert(f_x[i:min(i + 100, k)], enc, layer, a.size, steps=a.opt_steps)
                                for i in range(0, k, 100)])
             fx_k = f_x[:k]
             r = row("optimization (M&V, TV)", recon, x[:k], enc, layer, fx_k, s_img, s_feat)

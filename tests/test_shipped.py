@@ -1,0 +1,48 @@
+"""Golden tests on the shipped weights: a broken checkpoint, a changed preprocessing or a changed
+generator architecture moves these numbers and fails CI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from deepsim_cli.cli import app
+from deepsim_cli.encoders import build_encoder
+from deepsim_cli.images import load_images
+from deepsim_cli.inference import invert, load_generator, shipped_generator_path
+from deepsim_cli.metrics import mean_pairwise_distance, normalized_error
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = sorted((REPO / "examples" / "images").glob("*.jpg"))
+
+# Measured once with the shipped weights/alexnet-pool5-generator.safetensors (see weights/README.md):
+# mean normalized image error of the four example photos (normalised by their mean pairwise
+# distance), and the mean pixel value of the reconstructions.
+GOLDEN_IMG_ERR = 52.55
+GOLDEN_MEAN = -0.2002
+
+
+def _reconstruct():
+    enc = build_encoder("alexnet")
+    gen = load_generator(shipped_generator_path("pool5"), encoder=enc)
+    x = load_images([str(p) for p in IMAGES], gen.image_size)
+    return x, invert(x, enc, gen), gen
+
+
+def test_shipped_pool5_generator_reconstructs_the_examples():
+    x, recon, gen = _reconstruct()
+    assert gen.image_size == 128 and recon.shape == (4, 3, 128, 128)
+    err = float(normalized_error(recon, x, mean_pairwise_distance(x)).mean())
+    assert abs(err - GOLDEN_IMG_ERR) < 0.5, err
+    assert abs(float(recon.mean()) - GOLDEN_MEAN) < 0.01, float(recon.mean())
+
+
+def test_quick_start_command(tmp_path, monkeypatch):
+    """The README's quick start: `deepsim invert examples/images/chelsea.jpg --layer pool5`."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(app, ["invert", str(REPO / "examples" / "images" / "chelsea.jpg"), "--layer", "pool5"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "chelsea-pool5.png"
+    assert out.is_file() and Image.open(out).size == (128, 128)
