@@ -132,3 +132,18 @@ def test_optimize_invert_reduces_feature_loss():
     # deterministic for a seed
     again = optimize_invert(target, enc, "conv2", size=32, steps=10, lr=0.05, tv_weight=0.0, init=init)
     assert torch.equal(out, again)
+
+
+def test_lpips_alex_zero_on_identity_and_grows_with_noise():
+    from pathlib import Path
+
+    from deepsim_cli.images import load_image
+    from deepsim_cli.metrics import LPIPSAlex
+
+    m = LPIPSAlex()
+    x = load_image(Path(__file__).resolve().parent.parent / "examples" / "images" / "chelsea.jpg", 64)[None]
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(x.shape, generator=g)
+    d = [float(m(x, (x + s * noise).clamp(-1, 1))[0]) for s in (0.0, 0.05, 0.2, 0.5)]
+    assert d[0] == 0.0
+    assert d[1] < d[2] < d[3], d
