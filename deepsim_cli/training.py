@@ -298,7 +298,7 @@ class Trainer:
         return stats
 
     def save_grid(self, x: torch.Tensor, path: Path) -> None:
-        from .images import make_grid
+        from .images import make_grid, save_image
         self.G.eval()
         with torch.no_grad():
             if self.cfg.model == "inverter":
@@ -311,11 +311,7 @@ class Trainer:
         n = x.shape[0]
         cells = [t.float().clamp(-1, 1).cpu() for t in torch.cat([x, fake])]
         caps = ["real"] * n + [f"G step {self.step}"] * n
-        from .utils import atomic_output
-        img = make_grid(cells, ncols=n, captions=caps)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(path) as tmp:
-            img.save(tmp, format="PNG")
+        save_image(make_grid(cells, ncols=n, captions=caps), path)  # atomic; creates the folder
 
 
 def _cached_features(trainer: Trainer, images: np.ndarray, cfg: TrainConfig) -> torch.Tensor:
