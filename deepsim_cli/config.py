@@ -44,6 +44,8 @@ class TrainConfig:
     latent_dim: int = 1024            # VAE only
     g_width: float = 1.0
     init_generator: str | None = None  # warm-start G from an exported generator file
+    bridge_steps: int = 500           # fc run initialised from a conv-layer (pool5) generator: steps that
+                                      # first fit the bridge (fc code → pool5) by regression
     fc_dims: tuple[int, ...] = (1024, 1024)
     d_width: float = 1.0
     d_cond: bool = True               # feed y to D (the paper does)

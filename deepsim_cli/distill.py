@@ -38,6 +38,7 @@ class DistillConfig:
     cutmix: float = 0.5           # probability a batch is CutMix-ed (else MixUp with prob mixup)
     mixup: float = 0.3
     crop_scale: tuple[float, float] = (0.2, 1.0)
+    teacher_size: int = 224       # the teacher's view of each crop (160 is ~2.5x cheaper on a CPU)
     seed: int = 0
     amp: bool = True
     log_every: int = 50
@@ -159,7 +160,9 @@ def _teacher_and_features(cfg: DistillConfig, arrays: Sequence[torch.Tensor], si
     xn = _norm(x)
     amp = cfg.amp and device.type == "cuda"
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        t_logits = teacher(xn.contiguous(memory_format=torch.channels_last)).float()
+        xt = xn if cfg.teacher_size == xn.shape[-1] else F.interpolate(
+            xn, size=cfg.teacher_size, mode="bilinear", antialias=True, align_corners=False)
+        t_logits = teacher(xt.contiguous(memory_format=torch.channels_last)).float()
         feats = torch.flatten(student.avgpool(student.features(xn)), 1).float()
     return feats, t_logits
 

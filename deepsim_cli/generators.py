@@ -5,6 +5,12 @@ leaky ReLU 0.3, linear output. conv-input (pool5 / conv5 features): 3×3 convs a
 transposed conv to 8×8, then the same up-stack. Outputs are (B, 3, S, S) images in [-1, 1]
 space (linear, not clamped); if the stack overshoots `out_size` the centre is cropped, as the
 paper crops 256 → 227.
+
+Bridged fc-input (`bridge=(256, 6, 6)`): an fc stack maps the vector to a (C/4, 6, 6) map, a 1×1
+conv + ReLU lifts it to the (C, 6, 6) shape of a conv generator's input, and the conv
+generator's stem and up-stack follow with the same parameter names, so an fc6/fc7/fc8 inverter
+can start from a trained pool5 inverter (the bridge first learns to predict pool5 from the fc
+code; then everything trains end to end).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ class GeneratorConfig:
         out_size: output side in pixels.
         width: channel multiplier of the up-stack (1.0 = 256,256,128,64,32).
         fc_dims: hidden widths of the fc stack (fc kind only).
+        bridge: fc kind only: the (C, H, W) feature shape the fc stack maps to before a
+            conv-kind stem (empty = the plain fc generator starting at 4×4).
     """
 
     kind: str = "fc"
@@ -33,6 +41,7 @@ class GeneratorConfig:
     out_size: int = 128
     width: float = 1.0
     fc_dims: tuple[int, ...] = (1024, 1024)
+    bridge: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -42,6 +51,7 @@ class GeneratorConfig:
         d = dict(d)
         d["in_shape"] = tuple(d["in_shape"])
         d["fc_dims"] = tuple(d.get("fc_dims", ()))
+        d["bridge"] = tuple(d.get("bridge", ()))
         return cls(**d)
 
 
@@ -59,7 +69,21 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         ch = [max(8, int(round(c * cfg.width))) for c in BASE_CHANNELS]
-        if cfg.kind == "fc":
+        self.bridge = None
+        conv_in = cfg.in_shape
+        if cfg.kind == "fc" and cfg.bridge:
+            assert len(cfg.in_shape) == 1 and len(cfg.bridge) == 3, "bridge maps a vector to (C, H, W)"
+            c_b, h_b, w_b = cfg.bridge
+            c_mid = max(1, c_b // 4)
+            dims = [cfg.in_shape[0], *cfg.fc_dims]
+            layers = []
+            for a, b in zip(dims[:-1], dims[1:]):
+                layers += [nn.Linear(a, b), _lrelu()]
+            layers += [nn.Linear(dims[-1], c_mid * h_b * w_b), _lrelu(), nn.Unflatten(1, (c_mid, h_b, w_b)),
+                       nn.Conv2d(c_mid, c_b, 1), nn.ReLU(inplace=True)]
+            self.bridge = nn.Sequential(*layers)
+            conv_in = cfg.bridge
+        if cfg.kind == "fc" and not cfg.bridge:
             assert len(cfg.in_shape) == 1, "fc generator takes vector features"
             start = 4
             dims = [cfg.in_shape[0], *cfg.fc_dims]
@@ -68,9 +92,9 @@ class Generator(nn.Module):
                 layers += [nn.Linear(a, b), _lrelu()]
             layers += [nn.Linear(dims[-1], ch[0] * start * start), _lrelu()]
             self.stem = nn.Sequential(*layers)
-        elif cfg.kind == "conv":
-            assert len(cfg.in_shape) == 3, "conv generator takes (C, H, W) features"
-            c_in, h, w = cfg.in_shape
+        elif cfg.kind == "conv" or cfg.bridge:
+            assert len(conv_in) == 3, "conv generator takes (C, H, W) features"
+            c_in, h, w = conv_in
             start = h + 2
             self.stem = nn.Sequential(
                 nn.Conv2d(c_in, ch[0], 3, padding=1), _lrelu(),
@@ -97,8 +121,11 @@ class Generator(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         """y (B, *in_shape) → (B, 3, out_size, out_size) in [-1, 1] space (unclamped)."""
-        h = self.stem(y.flatten(1) if self.cfg.kind == "fc" else y)
-        if self.cfg.kind == "fc":
+        if self.bridge is not None:
+            h = self.stem(self.bridge(y.flatten(1)))
+        else:
+            h = self.stem(y.flatten(1) if self.cfg.kind == "fc" else y)
+        if self.cfg.kind == "fc" and self.bridge is None:
             h = h.view(-1, self.c0, self.start, self.start)
         x = self.up(h)
         s, n = self.cfg.out_size, self.native_size

@@ -8,6 +8,7 @@ A run directory holds config.json, stats.jsonl, grids/step-XXXXXXX.png, state.sa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -84,6 +85,7 @@ class Trainer:
         self.run_dir = run_dir
         self.device = device
         self.rank, self.world, _ = _dist_info()
+        self.bridge_layer: str | None = None  # set when an fc G starts from a conv-layer G
         self.weights = LossWeights(cfg.w_feat, cfg.w_adv, cfg.w_img).select(cfg.loss)
         self.amp = cfg.amp and device.type == "cuda"
 
@@ -106,11 +108,17 @@ class Trainer:
             self.encoder.check_layers([cfg.layer])
             shape = self.encoder.layer_shapes()[cfg.layer]
             kind = "fc" if len(shape) == 1 else "conv"
+            init = load_checkpoint(cfg.init_generator, kind="generator") if cfg.init_generator else None
+            bridge: tuple[int, ...] = ()
+            if init is not None and kind == "fc" and init.layer != cfg.layer:
+                icfg = GeneratorConfig.from_dict(init.config["generator"])
+                if init.encoder == cfg.encoder and icfg.kind == "conv":
+                    bridge, self.bridge_layer = icfg.in_shape, init.layer
             self.gcfg = GeneratorConfig(kind, tuple(shape), cfg.image_size, cfg.g_width,
-                                        tuple(cfg.fc_dims) if kind == "fc" else ())
+                                        tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
             self.G: torch.nn.Module = Generator(self.gcfg).to(device)
-            if cfg.init_generator:
-                self._init_generator(cfg.init_generator)
+            if init is not None:
+                self._init_generator(cfg.init_generator, init)
             cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
         else:
             self.gcfg = GeneratorConfig("fc", (cfg.latent_dim,), cfg.image_size, cfg.g_width, tuple(cfg.fc_dims))
@@ -129,15 +137,26 @@ class Trainer:
         self.G_ddp = DDP(self.G) if ddp else self.G
         self.D_ddp = DDP(self.D) if ddp else self.D
 
-    def _init_generator(self, path: str) -> None:
+    def _init_generator(self, path: str, ck) -> None:
         """Warm start: G's weights from an exported generator (D and the optimizers start fresh),
-        e.g. to continue a shipped generator's training in a new session."""
+        e.g. to continue a shipped generator's training in a new session. An fc-layer run may start
+        from a conv-layer generator of the same encoder (fc7 from pool5): its stem and up-stack are
+        copied and the bridge is fitted first (`bridge_steps`)."""
         from .checkpoint import load_state_dict_strict
-        ck = load_checkpoint(path, kind="generator")
+        icfg = GeneratorConfig.from_dict(ck.config["generator"])
+        if self.bridge_layer is not None:
+            if (icfg.out_size, icfg.width) != (self.gcfg.out_size, self.gcfg.width):
+                raise UsageError(f"--init-generator {path} makes {icfg.out_size} px images at width "
+                                 f"{icfg.width}; set --image-size {icfg.out_size} --g-width {icfg.width}")
+            own = self.G.state_dict()
+            tensors = {k: v for k, v in ck.tensors.items() if not k.startswith("bridge.")}
+            tensors.update({k: v for k, v in own.items() if k.startswith("bridge.")})
+            load_state_dict_strict(self.G, tensors, f"generator {path}")
+            return
         if ck.layer != self.cfg.layer or ck.encoder != self.cfg.encoder:
             raise UsageError(f"--init-generator {path} inverts {ck.encoder}:{ck.layer}, "
                              f"not {self.cfg.encoder}:{self.cfg.layer}")
-        if GeneratorConfig.from_dict(ck.config["generator"]) != self.gcfg:
+        if icfg != self.gcfg:
             raise UsageError(f"--init-generator {path} has another architecture than this run "
                              f"(check --image-size, --g-width, --fc-dims)")
         load_state_dict_strict(self.G, ck.tensors, f"generator {path}")
@@ -191,11 +210,12 @@ class Trainer:
         linearly while λ_img moves from 1 to its final value.
         """
         w, n = self.weights, self.cfg.img_warmup
-        if not n or self.step >= 2 * n or not w.img:
+        step = self.step - (self.cfg.bridge_steps if self.bridge_layer else 0)
+        if not n or step >= 2 * n or not w.img:
             return w
-        if self.step < n:
+        if step < n:
             return LossWeights(feat=0.0, adv=0.0, img=1.0)
-        r = (self.step - n) / n
+        r = (step - n) / n
         return LossWeights(feat=r * w.feat, adv=r * w.adv, img=(1 - r) + r * w.img)
 
     def batch_index(self, n: int, step: int) -> torch.Tensor:
@@ -226,11 +246,39 @@ class Trainer:
             out.append(self.encoder(x, [self.cfg.layer])[self.cfg.layer].half().cpu())
         return torch.cat(out)
 
+    def bridge_step(self, x: torch.Tensor, y: torch.Tensor | None, ac) -> dict[str, Any]:
+        """Fit only the bridge of an fc G started from a conv-layer G: predict E(x) at the
+        conv layer from the fc code (squared error / mean square of the target)."""
+        cfg = self.cfg
+        with torch.no_grad(), ac:
+            layers = [self.bridge_layer] + ([] if y is not None else [cfg.layer])
+            feats = self.encoder(x, layers)
+            y = (y.to(self.device) if y is not None else feats[cfg.layer]).float()
+            target = feats[self.bridge_layer].float()
+        # G.bridge runs outside DDP's forward: keep DDP's reducer out of it, average by hand below
+        quiet = self.G_ddp.no_sync() if isinstance(self.G_ddp, DDP) else contextlib.nullcontext()
+        with quiet:
+            with ac:
+                pred = self.G.bridge(y.flatten(1)).float()
+            loss = (pred - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-8)
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"non-finite bridge loss at step {self.step}")
+            self.optG.zero_grad(set_to_none=True)
+            loss.backward()
+        if self.world > 1:
+            for p in self.G.bridge.parameters():
+                dist.all_reduce(p.grad)
+                p.grad /= self.world
+        self.optG.step()
+        return {"bridge": float(loss.detach()), "total": float(loss.detach())}
+
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
         cfg, w = self.cfg, self.current_weights()
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout / VAE noise: a function of step
         ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+        if self.bridge_layer is not None and self.step < cfg.bridge_steps:
+            return self.bridge_step(x, y, ac)
         with torch.no_grad(), ac:
             if y is not None:
                 y = y.to(self.device).float()

@@ -376,3 +376,33 @@ def test_init_generator_warm_starts_g(full_run, tmp_path, images):
         Trainer(cfg.replace(init_generator=str(out), g_width=0.25), tmp_path / "w2", torch.device("cpu"))
     with pytest.raises(UsageError, match="inverts"):
         Trainer(cfg.replace(init_generator=str(out), layer="conv5"), tmp_path / "w3", torch.device("cpu"))
+
+
+def test_fc_run_bridges_from_a_pool5_generator(full_run, tmp_path, images):
+    """An fc7 run started from the pool5 generator copies its stem/up-stack, fits only the
+    bridge first (the regression loss falls, the copied layers stay put), then trains with the
+    DeePSiM loss; the export loads and inverts fc7 features."""
+    cfg, _, out, _ = full_run
+    pool5 = _g_tensors(out)
+    fc = cfg.replace(layer="fc7", init_generator=str(out), bridge_steps=8, steps=8, lr=1e-3,
+                     grid_every=0, ckpt_every=100)
+    seen: list[dict] = []
+    run = tmp_path / "fc7"
+    gen = train(fc, run_dir=run, images=images, on_step=lambda s, st: seen.append(dict(st)))
+    bridge = [s["bridge"] for s in seen]
+    assert len(bridge) == 8 and bridge[-1] < bridge[0]
+    after = _g_tensors(gen)
+    for k, v in pool5.items():  # only the bridge trained
+        assert torch.equal(after[k], v), k
+    assert not torch.equal(after["bridge.0.weight"], Trainer(fc, tmp_path / "p", CPU).G.state_dict()["bridge.0.weight"])
+    train(fc.replace(steps=10), run_dir=run, images=images, resume=True,
+          on_step=lambda s, st: seen.append(dict(st)))
+    assert "img" in seen[-1] and "bridge" not in seen[-1]
+    ck = load_checkpoint(gen, kind="generator")
+    assert ck.layer == "fc7" and ck.train_steps == 10 and ck.config["generator"]["bridge"] == [256, 6, 6]
+    assert not torch.equal(ck.tensors["up.0.weight"], pool5["up.0.weight"])
+    enc = build_encoder("alexnet-random")
+    x = training.to_float(torch.from_numpy(images[:2]))
+    assert invert(x, enc, load_generator(gen)).shape == (2, 3, 32, 32)
+    with pytest.raises(UsageError, match="--image-size"):
+        Trainer(fc.replace(image_size=64), tmp_path / "bad", CPU)

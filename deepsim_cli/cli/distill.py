@@ -32,6 +32,10 @@ def distill(
              "(resumable), then train the head on them.")] = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1,
                                         help="With --cache: views per training image (one round each).")] = 4,
+    teacher_size: Annotated[int, typer.Option(
+        "--teacher-size", min=96, max=512,
+        help="Resolution of the teacher's view of each crop (the student always sees 224; 160 is ~2.5x "
+             "cheaper on a CPU).")] = 224,
     time_limit: Annotated[Optional[str], typer.Option(
         "--time-limit", metavar="DURATION", show_default=False,
         help="Stop cleanly after this long (e.g. 3600, 90m, 2h); the LR schedule follows the clock.")] = None,
@@ -81,6 +85,7 @@ def distill(
         arrays.append(synth)
         n_synth = len(synth)
     cfg = DistillConfig(steps=steps, batch=batch, lr=lr, temperature=temperature, seed=opts.seed,
+                        teacher_size=teacher_size,
                         time_limit=parse_duration(time_limit) if time_limit else None)
     if cache is not None:
         n_views = extract_views(cfg, arrays, cache, rounds, device=dev, log=lambda m: say(opts, m))

@@ -35,7 +35,7 @@ def build_config(base: TrainConfig, **given: Any) -> TrainConfig:
 
 
 def _fmt_stats(stats: dict[str, Any]) -> str:
-    parts = [f"{k} {stats[k]:.4g}" for k in ("total", "feat", "adv", "img", "kl", "discr")
+    parts = [f"{k} {stats[k]:.4g}" for k in ("total", "bridge", "feat", "adv", "img", "kl", "discr")
              if isinstance(stats.get(k), (int, float))]
     if stats.get("d_paused"):
         parts.append("D paused")
@@ -105,7 +105,12 @@ def train(
                                                      help=_h("Discriminator width multiplier.", _D.d_width))] = None,
     init_generator: Annotated[Optional[Path], typer.Option(
         "--init-generator", metavar="FILE", show_default=False,
-        help="Warm-start G from an exported generator (e.g. a shipped one); D and the optimizers start fresh.")] = None,
+        help="Warm-start G from an exported generator (e.g. a shipped one); D and the optimizers start fresh. "
+             "An fc6/fc7/fc8 run may start from a pool5 generator: its up-stack is reused behind a bridge "
+             "that first learns to predict pool5 from the fc code (--bridge-steps).")] = None,
+    bridge_steps: Annotated[Optional[int], typer.Option(
+        "--bridge-steps", min=0, show_default=False,
+        help=_h("With an fc layer and a pool5 --init-generator: bridge-only regression steps before the DeePSiM loss.", _D.bridge_steps))] = None,
     no_d_cond: Annotated[bool, typer.Option("--no-d-cond", help="Do not feed the features to D.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, show_default=False,
                                                  help="Use only the first N images.")] = None,
@@ -153,6 +158,7 @@ def train(
         d_cond=False if no_d_cond else None,
         comparator_size=comparator_size, feature_cache=True if feature_cache else None,
         init_generator=str(init_generator) if init_generator is not None else None,
+        bridge_steps=bridge_steps,
         amp=False if no_amp else None,
         seed=opts.seed if opts.seed_given else None,
     )
