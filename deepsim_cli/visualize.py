@@ -117,38 +117,80 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
         decay: L2 decay: the code is multiplied by (1 − decay) each step.
         bounds: per-unit clip of the code; init: starting code (default: small random code).
     """
+    cb = (lambda i, acts: on_step(i, acts[0])) if on_step else None
+    return visualize_many(G, target, layer, [unit], code_shape=code_shape, xy=xy, iters=iters, lr=lr,
+                          decay=decay, bounds=bounds, init=init, seeds=[seed], save_every=save_every,
+                          on_step=cb)[0]
+
+
+def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Sequence[int], *,
+                   code_shape: Sequence[int], seeds: Sequence[int] | None = None,
+                   xy: tuple[int, int] | None = None, iters: int = 200,
+                   lr: tuple[float, float] = (8.0, 1e-10), decay: float = 0.01,
+                   bounds: CodeBounds | None = None, init: torch.Tensor | None = None, save_every: int = 0,
+                   on_step: Callable[[int, list[float]], None] | None = None) -> list[VisResult]:
+    """visualize() for several (unit, seed) pairs at once, as one batch: every code has its own
+    step normalisation, so each run is the same as alone (the networks have no batch coupling).
+
+    `units` and `seeds` pair up (a single seed or unit is repeated); `init` is one code shared
+    by all runs.
+    """
     target.check_layers([layer])
+    seeds = list(seeds) if seeds is not None else [0]
+    n = max(len(units), len(seeds))
+    if len(units) not in (1, n) or len(seeds) not in (1, n):
+        raise UsageError(f"{len(units)} units and {len(seeds)} seeds do not pair up")
+    units = list(units) * (n // len(units))
+    seeds = seeds * (n // len(seeds))
     dev = next(G.parameters()).device
-    g = torch.Generator().manual_seed(seed)
     if init is not None:
-        h = init.detach().clone().float().reshape(1, *code_shape).to(dev)
-    else:
-        h = (torch.randn(1, *code_shape, generator=g).abs() * 0.1).to(dev)  # codes are post-ReLU
+        h = init.detach().clone().float().reshape(1, *code_shape).repeat(n, *[1] * len(code_shape)).to(dev)
+    else:  # codes are post-ReLU: small positive random start, one generator per run
+        h = torch.stack([torch.randn(*code_shape, generator=torch.Generator().manual_seed(s)).abs() * 0.1
+                         for s in seeds]).to(dev)
     if bounds is not None:
         h = bounds.clip(h)
-    res = VisResult(image=torch.empty(0), code=h, activation=float("nan"))
+    idx = torch.arange(n, device=dev)
+    unit_t = torch.tensor(units, device=dev)
+
+    def acts_of(feats: torch.Tensor) -> torch.Tensor:
+        for u in set(units):
+            unit_activation(feats[:1], u, xy)  # range checks with the clean error
+        if feats.dim() == 2:
+            return feats[idx, unit_t]
+        hh, ww = feats.shape[-2:]
+        x, y = xy if xy is not None else (ww // 2, hh // 2)
+        return feats[idx, unit_t, y, x]
+
+    results = [VisResult(image=torch.empty(0), code=h[i], activation=float("nan")) for i in range(n)]
+    red = tuple(range(1, h.dim()))
     for i in range(iters):
         h = h.detach().requires_grad_(True)
         x = G(h)
-        act = unit_activation(target(x, [layer])[layer], unit, xy)[0]
-        (grad,) = torch.autograd.grad(act, h)
+        act = acts_of(target(x, [layer])[layer])
+        (grad,) = torch.autograd.grad(act.sum(), h)
         step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
         with torch.no_grad():
-            h = h + step / grad.abs().mean().clamp_min(1e-12) * grad
+            norm = grad.abs().mean(dim=red, keepdim=True).clamp_min(1e-12)
+            h = h + step / norm * grad
             h = h * (1 - decay)
             if bounds is not None:
                 h = bounds.clip(h)
-        res.history.append(float(act.detach()))
+        a = act.detach().cpu().tolist()
+        for r, v in zip(results, a):
+            r.history.append(v)
         if on_step:
-            on_step(i, float(act.detach()))
+            on_step(i, a)
         if save_every and i % save_every == 0:
-            res.frames.append(x[0].detach().clamp(-1, 1).cpu())
-            res.frame_acts.append(float(act.detach()))
+            for k, r in enumerate(results):
+                r.frames.append(x[k].detach().clamp(-1, 1).cpu())
+                r.frame_acts.append(a[k])
     with torch.no_grad():
         x = G(h)
-        final = float(unit_activation(target(x, [layer])[layer], unit, xy)[0])
-    res.image, res.code, res.activation = x[0].clamp(-1, 1).cpu(), h.detach().cpu(), final
-    if save_every:
-        res.frames.append(res.image)
-        res.frame_acts.append(final)
-    return res
+        final = acts_of(target(x, [layer])[layer]).cpu().tolist()
+    for k, r in enumerate(results):
+        r.image, r.code, r.activation = x[k].clamp(-1, 1).cpu(), h[k:k + 1].detach().cpu(), final[k]
+        if save_every:
+            r.frames.append(r.image)
+            r.frame_acts.append(final[k])
+    return results

@@ -84,7 +84,7 @@ def visualize(
     from ..images import make_grid, save_gif, save_image
     from ..inference import shipped_generator_path
     from ..visualize import CodeBounds, bounds_path, compute_bounds as lib_bounds, imagenet_classes, \
-        resolve_class, visualize as lib_visualize
+        resolve_class, visualize_many as lib_visualize_many
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
     dev = setup(opts)
@@ -124,23 +124,22 @@ def visualize(
             init_code = alex(xi.to(dev), [code_layer])[code_layer]
     names = imagenet_classes() if layer in ("fc8", "logits") else None
     cells, caps, results, frames, fcaps = [], [], [], [], []
-    for u in units:
-        for s in seed_list:
-            say(opts, f"unit {u} of {encoder}:{layer}, seed {s}, {iters} steps")
-            r = lib_visualize(gen.G, target, layer, u, code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters,
-                              lr=(lr_start, lr_end), decay=decay, bounds=bounds, init=init_code, seed=s,
-                              save_every=save_every)
-            prob = None
-            if names is not None:
-                with torch.no_grad():
-                    logits = target(r.image[None].to(dev), [layer])[layer][0]
-                prob = float(logits.softmax(0)[u])
-            label = names[u] if names is not None and u < len(names) else f"unit {u}"
-            cells.append(r.image)
-            caps.append(f"{label}\na={r.activation:.2f}" + (f" p={prob:.2f}" if prob is not None else ""))
-            results.append({"unit": u, "label": label, "seed": s, "activation": r.activation, "prob": prob})
-            frames += r.frames
-            fcaps += [f"{label} step {k * save_every}\na={a:.2f}" for k, a in enumerate(r.frame_acts)]
+    pairs = [(u, s) for u in units for s in seed_list]
+    say(opts, f"{len(units)} unit(s) of {encoder}:{layer} × {len(seed_list)} seed(s), {iters} steps, one batch")
+    runs = lib_visualize_many(gen.G, target, layer, [u for u, _ in pairs], seeds=[s for _, s in pairs],
+                              code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters, lr=(lr_start, lr_end),
+                              decay=decay, bounds=bounds, init=init_code, save_every=save_every)
+    if names is not None:
+        with torch.no_grad():
+            probs = target(torch.stack([r.image for r in runs]).to(dev), [layer])[layer].softmax(1).cpu()
+    for k, ((u, s), r) in enumerate(zip(pairs, runs)):
+        prob = float(probs[k, u]) if names is not None else None
+        label = names[u] if names is not None and u < len(names) else f"unit {u}"
+        cells.append(r.image)
+        caps.append(f"{label}\na={r.activation:.2f}" + (f" p={prob:.2f}" if prob is not None else ""))
+        results.append({"unit": u, "label": label, "seed": s, "activation": r.activation, "prob": prob})
+        frames += r.frames
+        fcaps += [f"{label} step {k2 * save_every}\na={a:.2f}" for k2, a in enumerate(r.frame_acts)]
     path = output_path(out, f"visualize-{layer}-{'-'.join(map(str, units))}.png")
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     save_image(make_grid(cells, ncols=len(seed_list), captions=caps), path)
