@@ -42,6 +42,7 @@ class TrainConfig:
     img_warmup: int = 0               # image-loss-only steps, then as many steps ramping feat/adv in
     w_kl: float = 0.002               # VAE only: per nat of KL summed over latent units
     latent_dim: int = 1024            # VAE only
+    vae_encoder: str = "finetune"     # VAE only: "finetune" conv1–fc6 too, or keep the shipped AlexNet's "frozen"
     g_width: float = 1.0
     init_generator: str | None = None  # warm-start G from an exported generator file
     bridge_steps: int = 500           # fc run initialised from a conv-layer (pool5) generator: steps that

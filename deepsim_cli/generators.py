@@ -148,24 +148,39 @@ class VAE(nn.Module):
 
     The encoder takes images (B, 3, H, W) in [-1, 1], resizes them to 224 and normalises as
     the AlexNet encoder does, so it can start from the shipped AlexNet's conv + fc6 weights.
+
+    With `frozen_encoder`, conv1–fc6 are not part of this module: they are the shipped AlexNet
+    encoder's (attach it with `attach_encoder`), kept fixed, so the trained parts are only the μ /
+    log σ² heads and the decoder (a small checkpoint, and fc6 features can be cached for
+    training). `bridge` makes the decoder a bridged fc generator (see Generator), e.g. to start
+    it from the pool5 inverter.
     """
 
     def __init__(self, latent_dim: int = 1024, out_size: int = 128, width: float = 1.0,
-                 fc_dims: tuple[int, ...] = (1024, 1024)):
+                 fc_dims: tuple[int, ...] = (1024, 1024), bridge: tuple[int, ...] = (),
+                 frozen_encoder: bool = False):
         super().__init__()
         import torchvision
 
-        alex = torchvision.models.alexnet(weights=None)
-        self.features = alex.features
-        self.fc6 = alex.classifier[1]
+        self.frozen_encoder = frozen_encoder
+        self._attached: list = []  # the external Encoder (a list, so it is not a submodule)
+        if not frozen_encoder:
+            alex = torchvision.models.alexnet(weights=None)
+            self.features = alex.features
+            self.fc6 = alex.classifier[1]
         self.mu = nn.Linear(4096, latent_dim)
         self.logvar = nn.Linear(4096, latent_dim)
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, -4.0)  # start near-deterministic, like an autoencoder
-        self.decoder = Generator(GeneratorConfig("fc", (latent_dim,), out_size, width, tuple(fc_dims)))
+        self.decoder = Generator(GeneratorConfig("fc", (latent_dim,), out_size, width, tuple(fc_dims),
+                                                 tuple(bridge)))
         self.latent_dim = latent_dim
         self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)
+
+    def attach_encoder(self, encoder) -> None:
+        """Frozen mode: the Encoder whose fc6 features the VAE encodes (not saved with the VAE)."""
+        self._attached = [encoder]
 
     def init_from_alexnet(self, alexnet_state: dict[str, torch.Tensor]) -> None:
         """Copy conv1–conv5 and fc6 from an AlexNet state dict (torchvision key names)."""
@@ -175,23 +190,40 @@ class VAE(nn.Module):
             self.fc6.weight.data.copy_(alexnet_state["classifier.1.weight"].float())
             self.fc6.bias.data.copy_(alexnet_state["classifier.1.bias"].float())
 
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x (B, 3, H, W) in [-1, 1] → (μ, log σ²), each (B, latent_dim)."""
+    def encode_features(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(relu) fc6 features (B, 4096) → (μ, log σ²)."""
+        return self.mu(h), self.logvar(h).clamp(-30, 20)
+
+    def fc6_features(self, x: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
+        if self.frozen_encoder:
+            if not self._attached:
+                raise RuntimeError("frozen-encoder VAE: attach_encoder() first")
+            with torch.no_grad():
+                return self._attached[0](x, ["fc6"])["fc6"].float()
         if x.shape[-1] != 224:
             x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
         x = ((x + 1) * 0.5 - self.mean) / self.std
         h = torch.flatten(F.adaptive_avg_pool2d(self.features(x), 6), 1)
-        h = F.relu(self.fc6(h))
-        return self.mu(h), self.logvar(h).clamp(-30, 20)
+        return F.relu(self.fc6(h))
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 3, H, W) in [-1, 1] → (μ, log σ²), each (B, latent_dim)."""
+        return self.encode_features(self.fc6_features(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        mu, logvar = self.encode(x)
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
         eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu) if generator is not None \
             else torch.randn_like(mu)
-        z = mu + (0.5 * logvar).exp() * eps
+        return mu + (0.5 * logvar).exp() * eps
+
+    def forward(self, x: torch.Tensor | None, generator: torch.Generator | None = None,
+                h: torch.Tensor | None = None):
+        """x → (decoded sample, μ, log σ²); with `h`, fc6 features given instead of x."""
+        mu, logvar = self.encode_features(h) if h is not None else self.encode(x)
+        z = self.reparameterize(mu, logvar, generator)
         return self.decode(z), mu, logvar

@@ -205,9 +205,18 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu"):
 
     ck = load_checkpoint(path, kind="vae", map_location="cpu")
     gcfg = GeneratorConfig.from_dict(ck.config["generator"])
-    vae = VAE(gcfg.in_shape[0], gcfg.out_size, gcfg.width, gcfg.fc_dims)
+    frozen = ck.config.get("train", {}).get("vae_encoder") == "frozen"
+    vae = VAE(gcfg.in_shape[0], gcfg.out_size, gcfg.width, gcfg.fc_dims, gcfg.bridge, frozen_encoder=frozen)
     load_state_dict_strict(vae, ck.tensors, f"VAE {path}")
-    return vae.eval().requires_grad_(False).to(device)
+    vae = vae.eval().requires_grad_(False).to(device)
+    if frozen:  # its encoder is the shipped encoder's conv1–fc6: attach it, and check it is the same one
+        from .encoders import build_encoder
+        enc = build_encoder(ck.encoder, None, device)
+        if ck.encoder_sha256 and enc.sha256 and ck.encoder_sha256 != enc.sha256:
+            raise UsageError(f"{path} was trained on different {ck.encoder} weights "
+                             f"(sha256 {ck.encoder_sha256[:12]}…, loaded {enc.sha256[:12]}…)")
+        vae.attach_encoder(enc)
+    return vae
 
 
 def per_item_normal(n: int, dim: int, seed: int, offset: int = 0) -> torch.Tensor:

@@ -104,29 +104,44 @@ class Trainer:
             self.comparator = None
 
         torch.manual_seed(cfg.seed)
+        if cfg.vae_encoder not in ("finetune", "frozen"):
+            raise UsageError(f"unknown --vae-encoder {cfg.vae_encoder!r}; valid: finetune, frozen")
+        self.vae_frozen = cfg.model == "vae" and cfg.vae_encoder == "frozen"
+        # the features G (or the frozen VAE's heads) read: cached with --feature-cache
+        self.feat_layer = "fc6" if self.vae_frozen else cfg.layer
+        init = load_checkpoint(cfg.init_generator, kind="generator") if cfg.init_generator else None
         if cfg.model == "inverter":
             self.encoder.check_layers([cfg.layer])
-            shape = self.encoder.layer_shapes()[cfg.layer]
-            kind = "fc" if len(shape) == 1 else "conv"
-            init = load_checkpoint(cfg.init_generator, kind="generator") if cfg.init_generator else None
-            bridge: tuple[int, ...] = ()
-            if init is not None and kind == "fc" and init.layer != cfg.layer:
-                icfg = GeneratorConfig.from_dict(init.config["generator"])
-                if init.encoder == cfg.encoder and icfg.kind == "conv":
-                    bridge, self.bridge_layer = icfg.in_shape, init.layer
-            self.gcfg = GeneratorConfig(kind, tuple(shape), cfg.image_size, cfg.g_width,
-                                        tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
+            shape = tuple(self.encoder.layer_shapes()[cfg.layer])
+        else:
+            shape = (cfg.latent_dim,)
+            if self.vae_frozen:
+                self.encoder.check_layers(["fc6"])
+        kind = "fc" if len(shape) == 1 else "conv"
+        bridge: tuple[int, ...] = ()
+        if init is not None and kind == "fc" and (cfg.model == "vae" or init.layer != cfg.layer):
+            icfg = GeneratorConfig.from_dict(init.config["generator"])
+            if init.encoder == cfg.encoder and icfg.kind == "conv":
+                bridge, self.bridge_layer = icfg.in_shape, init.layer
+            elif cfg.model == "vae":
+                raise UsageError(f"--init-generator {cfg.init_generator}: a VAE decoder starts "
+                                 f"from a conv-layer (pool5) generator of {cfg.encoder}")
+        self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
+                                    tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
+        if cfg.model == "inverter":
             self.G: torch.nn.Module = Generator(self.gcfg).to(device)
-            if init is not None:
-                self._init_generator(cfg.init_generator, init)
             cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
         else:
-            self.gcfg = GeneratorConfig("fc", (cfg.latent_dim,), cfg.image_size, cfg.g_width, tuple(cfg.fc_dims))
-            vae = VAE(cfg.latent_dim, cfg.image_size, cfg.g_width, tuple(cfg.fc_dims))
-            if cfg.encoder == "alexnet" and self.encoder.weights_path is not None:
+            vae = VAE(cfg.latent_dim, cfg.image_size, cfg.g_width, tuple(cfg.fc_dims), bridge,
+                      frozen_encoder=self.vae_frozen)
+            if self.vae_frozen:
+                vae.attach_encoder(self.encoder)
+            elif cfg.encoder == "alexnet" and self.encoder.weights_path is not None:
                 vae.init_from_alexnet(self.encoder.model.state_dict())
             self.G = vae.to(device)
             cond_dim = 0
+        if init is not None:
+            self._init_generator(cfg.init_generator, init)
         self.D = Discriminator(DiscriminatorConfig(cfg.d_width, cond_dim)).to(device)
         self.optG = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
@@ -148,10 +163,11 @@ class Trainer:
             if (icfg.out_size, icfg.width) != (self.gcfg.out_size, self.gcfg.width):
                 raise UsageError(f"--init-generator {path} makes {icfg.out_size} px images at width "
                                  f"{icfg.width}; set --image-size {icfg.out_size} --g-width {icfg.width}")
-            own = self.G.state_dict()
+            G = self.G.decoder if self.cfg.model == "vae" else self.G
+            own = G.state_dict()
             tensors = {k: v for k, v in ck.tensors.items() if not k.startswith("bridge.")}
             tensors.update({k: v for k, v in own.items() if k.startswith("bridge.")})
-            load_state_dict_strict(self.G, tensors, f"generator {path}")
+            load_state_dict_strict(G, tensors, f"generator {path}")
             return
         if ck.layer != self.cfg.layer or ck.encoder != self.cfg.encoder:
             raise UsageError(f"--init-generator {path} inverts {ck.encoder}:{ck.layer}, "
@@ -179,7 +195,7 @@ class Trainer:
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
         saved = TrainConfig.from_dict(ck.config)
-        fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "fc_dims",
+        fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "fc_dims", "vae_encoder",
                  "d_width", "d_cond", "seed", "batch", "latent_dim")
         diff = [k for k in fixed if getattr(saved, k) != getattr(self.cfg, k)]
         if diff:
@@ -243,7 +259,7 @@ class Trainer:
         out = []
         for i in range(0, len(images), batch):
             x = to_float(torch.from_numpy(images[i:i + batch]).to(self.device))
-            out.append(self.encoder(x, [self.cfg.layer])[self.cfg.layer].half().cpu())
+            out.append(self.encoder(x, [self.feat_layer])[self.feat_layer].half().cpu())
         return torch.cat(out)
 
     def bridge_step(self, x: torch.Tensor, y: torch.Tensor | None, ac) -> dict[str, Any]:
@@ -251,26 +267,37 @@ class Trainer:
         conv layer from the fc code (squared error / mean square of the target)."""
         cfg = self.cfg
         with torch.no_grad(), ac:
-            layers = [self.bridge_layer] + ([] if y is not None else [cfg.layer])
+            layers = [self.bridge_layer] + ([] if y is not None else [self.feat_layer])
             feats = self.encoder(x, layers)
-            y = (y.to(self.device) if y is not None else feats[cfg.layer]).float()
+            y = (y.to(self.device) if y is not None else feats[self.feat_layer]).float()
             target = feats[self.bridge_layer].float()
         # G.bridge runs outside DDP's forward: keep DDP's reducer out of it, average by hand below
         quiet = self.G_ddp.no_sync() if isinstance(self.G_ddp, DDP) else contextlib.nullcontext()
+        stats: dict[str, Any] = {}
         with quiet:
             with ac:
-                pred = self.G.bridge(y.flatten(1)).float()
+                if cfg.model == "vae":  # the VAE in pool5 space: heads + bridge, with the KL term
+                    mu, logvar = self.G.encode_features(y)
+                    pred = self.G.decoder.bridge(self.G.reparameterize(mu, logvar)).float()
+                else:
+                    pred = self.G.bridge(y.flatten(1)).float()
             loss = (pred - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-8)
+            stats["bridge"] = float(loss.detach())
+            if cfg.model == "vae":
+                kl = kl_loss(mu, logvar)
+                stats["kl"] = float(kl.detach())
+                loss = loss + cfg.w_kl * kl
             if not torch.isfinite(loss):
                 raise NonFiniteLoss(f"non-finite bridge loss at step {self.step}")
             self.optG.zero_grad(set_to_none=True)
             loss.backward()
         if self.world > 1:
-            for p in self.G.bridge.parameters():
-                dist.all_reduce(p.grad)
-                p.grad /= self.world
+            for p in self.G.parameters():
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
         self.optG.step()
-        return {"bridge": float(loss.detach()), "total": float(loss.detach())}
+        return {**stats, "total": float(loss.detach())}
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
@@ -282,16 +309,17 @@ class Trainer:
         with torch.no_grad(), ac:
             if y is not None:
                 y = y.to(self.device).float()
-            elif cfg.model == "inverter":
-                y = self.encoder(x, [cfg.layer])[cfg.layer].float()
+            elif cfg.model == "inverter" or self.vae_frozen:
+                y = self.encoder(x, [self.feat_layer])[self.feat_layer].float()
             c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float() if w.feat else None
         with ac:
             if cfg.model == "inverter":
                 fake = self.G_ddp(y)
                 mu = logvar = None
             else:
-                fake, mu, logvar = self.G_ddp(x)
+                fake, mu, logvar = self.G_ddp(x, h=y)
         stats: dict[str, Any] = {}
+        y = y if cfg.model == "inverter" else None  # D is conditioned on the inverted features only
         l_discr = None
         if w.adv and not self.d_paused:
             with ac:
@@ -369,8 +397,9 @@ def _cached_features(trainer: Trainer, images: np.ndarray, cfg: TrainConfig) -> 
     from .data import cache_dir
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(images[:: max(1, len(images) // 64)]).tobytes())
-    h.update(f"{len(images)}|{cfg.encoder}|{trainer.encoder.sha256}|{cfg.layer}|{cfg.image_size}".encode())
-    path = cache_dir() / f"features-{cfg.encoder}-{cfg.layer}-{h.hexdigest()[:16]}.pt"
+    layer = trainer.feat_layer
+    h.update(f"{len(images)}|{cfg.encoder}|{trainer.encoder.sha256}|{layer}|{cfg.image_size}".encode())
+    path = cache_dir() / f"features-{cfg.encoder}-{layer}-{h.hexdigest()[:16]}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True)
     feats = trainer.compute_features(images)
@@ -416,8 +445,8 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
         trainer.load_state()
     features = None
     if cfg.feature_cache:
-        if cfg.model != "inverter":
-            raise UsageError("--feature-cache applies to inverters, not the VAE")
+        if cfg.model != "inverter" and not trainer.vae_frozen:
+            raise UsageError("--feature-cache applies to inverters and the --vae-encoder frozen VAE")
         if images.shape[1] != cfg.image_size:
             raise UsageError(f"--feature-cache needs images decoded at --image-size "
                              f"({cfg.image_size}), got {images.shape[1]} (set --load-size {cfg.image_size})")

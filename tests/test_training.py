@@ -406,3 +406,30 @@ def test_fc_run_bridges_from_a_pool5_generator(full_run, tmp_path, images):
     assert invert(x, enc, load_generator(gen)).shape == (2, 3, 32, 32)
     with pytest.raises(UsageError, match="--image-size"):
         Trainer(fc.replace(image_size=64), tmp_path / "bad", CPU)
+
+
+def test_frozen_encoder_vae_from_pool5_generator(full_run, tmp_path):
+    """--vae-encoder frozen: only the μ/log σ² heads and the decoder are trained and saved; the
+    decoder starts from the pool5 generator behind a bridge (fitted with the KL term first);
+    fc6 features come from the feature cache; load_vae reattaches the encoder for posteriors."""
+    from deepsim_cli.inference import load_vae, posterior_samples, sample
+
+    _, _, out, _ = full_run
+    imgs = _smooth_images(16, 32)
+    cfg = TINY.replace(model="vae", vae_encoder="frozen", latent_dim=16, init_generator=str(out),
+                       bridge_steps=3, steps=5, feature_cache=True, load_size=32, grid_every=0)
+    seen: list[dict] = []
+    gen = train(cfg, run_dir=tmp_path / "vae", images=imgs, on_step=lambda s, st: seen.append(dict(st)))
+    assert all("bridge" in s and "kl" in s for s in seen[:3])
+    assert "img" in seen[-1] and "kl" in seen[-1] and "bridge" not in seen[-1]
+    ck = load_checkpoint(gen, kind="vae")
+    assert not any(k.startswith(("features.", "fc6.")) for k in ck.tensors)
+    assert "decoder.bridge.0.weight" in ck.tensors and "mu.weight" in ck.tensors
+    assert not torch.equal(ck.tensors["decoder.stem.0.weight"], _g_tensors(out)["stem.0.weight"])
+    vae = load_vae(gen)
+    assert sample(vae, 2, seed=0).shape == (2, 3, 32, 32)
+    x = training.to_float(torch.from_numpy(imgs[:1]))
+    a = posterior_samples(vae, x, 3, seed=1)
+    assert a.shape == (3, 3, 32, 32) and torch.equal(a, posterior_samples(vae, x, 3, seed=1))
+    with pytest.raises(UsageError, match="vae-encoder"):
+        Trainer(cfg.replace(vae_encoder="thawed"), tmp_path / "bad", CPU)

@@ -1,0 +1,115 @@
+"""DGN-AM targets (issue 6): is the synthesized image the class for AlexNet, and is it
+recognisable to an independent network?
+
+For N random ImageNet classes (fixed by --pick-seed) × seeds 0..S-1, maximise AlexNet's fc8 unit
+of the class through the fc6 generator (the paper's optimiser, shipped code bounds), and, as the
+baseline, by plain gradient ascent on the pixels with the same number of steps (normalised step,
+L2 decay, clamp to the image range). Reports for each method: the fraction of runs where the class
+is AlexNet's top-1, and where the MobileNetV2 teacher (never used in the optimisation) ranks it in
+its top-5. Also the wall time of 200 iterations for one unit (batch of one, as `deepsim visualize
+--unit U` runs it). Writes a grid of the first seed's images to --figure.
+
+    python benchmarks/dgn_am.py [--classes 20] [--seeds 3] [--iters 200] [--figure benchmarks/figures/dgn_am.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from deepsim_cli.encoders import build_encoder  # noqa: E402
+from deepsim_cli.images import make_grid, save_image  # noqa: E402
+from deepsim_cli.inference import load_generator, shipped_generator_path  # noqa: E402
+from deepsim_cli.visualize import CodeBounds, bounds_path, imagenet_classes, visualize_many  # noqa: E402
+
+
+def pixel_am(target, units: list[int], size: int, iters: int, seeds: list[int],
+             lr: tuple[float, float] = (0.05, 1e-4), decay: float = 0.01) -> torch.Tensor:
+    """Activation maximisation on the pixels: the same normalised, linearly decaying ascent."""
+    x = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(s)) * 0.05
+                     for s in seeds])
+    u = torch.tensor(units)
+    for i in range(iters):
+        x = x.detach().requires_grad_(True)
+        act = target(x, ["fc8"])["fc8"][torch.arange(len(units)), u]
+        (g,) = torch.autograd.grad(act.sum(), x)
+        step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
+        with torch.no_grad():
+            x = ((x + step / g.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12) * g) * (1 - decay)).clamp(-1, 1)
+    return x.detach()
+
+
+@torch.no_grad()
+def score(images: torch.Tensor, units: list[int], alex, teacher) -> dict:
+    a = alex(images, ["fc8"])["fc8"]
+    t = teacher(images, ["logits"])["logits"]
+    u = torch.tensor(units)
+    return {"alexnet_top1": float((a.argmax(1) == u).float().mean()),
+            "alexnet_prob": float(a.softmax(1)[torch.arange(len(u)), u].mean()),
+            "teacher_top5": float((t.topk(5, 1).indices == u[:, None]).any(1).float().mean()),
+            "teacher_top1": float((t.argmax(1) == u).float().mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--classes", type=int, default=20)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--iters", type=int, default=200)
+    ap.add_argument("--pick-seed", type=int, default=0)
+    ap.add_argument("--weights", type=Path, default=None, help="fc6 generator (default: the shipped one)")
+    ap.add_argument("--figure", type=Path, default=None)
+    ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
+    a = ap.parse_args()
+    torch.set_grad_enabled(True)
+    gpath = a.weights or shipped_generator_path("fc6")
+    alex = build_encoder("alexnet")
+    teacher = build_encoder("mobilenet_v2")
+    gen = load_generator(gpath, encoder=alex)
+    bounds = CodeBounds.load(bounds_path(gpath))
+    classes = torch.randperm(1000, generator=torch.Generator().manual_seed(a.pick_seed))[:a.classes].tolist()
+    names = imagenet_classes()
+    pairs = [(c, s) for c in classes for s in range(a.seeds)]
+    units, seeds = [c for c, _ in pairs], [s for _, s in pairs]
+
+    t = time.perf_counter()
+    visualize_many(gen.G, alex, "fc8", [classes[0]], seeds=[0], code_shape=gen.G.cfg.in_shape, iters=200,
+                   bounds=bounds)
+    one_unit_200 = time.perf_counter() - t
+
+    out: dict = {"classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
+                 "one_unit_200_iters_s": round(one_unit_200, 2), "generator": str(gpath)}
+    imgs = {}
+    for method in ("dgn_am", "pixel"):
+        t = time.perf_counter()
+        chunks = []
+        for i in range(0, len(pairs), a.chunk):
+            u, s = units[i:i + a.chunk], seeds[i:i + a.chunk]
+            if method == "dgn_am":
+                runs = visualize_many(gen.G, alex, "fc8", u, seeds=s, code_shape=gen.G.cfg.in_shape,
+                                      iters=a.iters, bounds=bounds)
+                chunks.append(torch.stack([r.image for r in runs]))
+            else:
+                chunks.append(pixel_am(alex, u, gen.image_size, a.iters, s))
+        imgs[method] = torch.cat(chunks)
+        out[method] = score(imgs[method], units, alex, teacher)
+        out[method]["wall_s"] = round(time.perf_counter() - t, 1)
+        print(method, json.dumps(out[method]), flush=True)
+    if a.figure:
+        first = [i for i, (_, s) in enumerate(pairs) if s == 0]
+        cells = [imgs[m][i] for m in ("dgn_am", "pixel") for i in first]
+        caps = [f"{m}\n{names[units[i]][:18]}" for m in ("DGN-AM", "pixel AM") for i in first]
+        save_image(make_grid(cells, ncols=len(first), captions=caps), a.figure)
+        out["figure"] = str(a.figure)
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
