@@ -108,6 +108,10 @@ def train(
         help="Warm-start G from an exported generator (e.g. a shipped one); D and the optimizers start fresh. "
              "An fc6/fc7/fc8 run may start from a pool5 generator: its up-stack is reused behind a bridge "
              "that first learns to predict pool5 from the fc code (--bridge-steps).")] = None,
+    latent_dim: Annotated[Optional[int], typer.Option(
+        "--latent-dim", min=1, show_default=False, help=_h("VAE: size of the latent code z.", _D.latent_dim))] = None,
+    w_kl: Annotated[Optional[float], typer.Option(
+        "--w-kl", min=0, show_default=False, help=_h("VAE: weight of the KL term (per nat, summed over z).", _D.w_kl))] = None,
     vae_encoder: Annotated[Optional[str], typer.Option(
         "--vae-encoder", metavar="finetune|frozen", show_default=False,
         help=_h("VAE: train conv1–fc6 too (finetune) or keep the shipped AlexNet's fixed (frozen: small "
@@ -162,7 +166,7 @@ def train(
         d_cond=False if no_d_cond else None,
         comparator_size=comparator_size, feature_cache=True if feature_cache else None,
         init_generator=str(init_generator) if init_generator is not None else None,
-        bridge_steps=bridge_steps, vae_encoder=vae_encoder,
+        bridge_steps=bridge_steps, vae_encoder=vae_encoder, latent_dim=latent_dim, w_kl=w_kl,
         amp=False if no_amp else None,
         seed=opts.seed if opts.seed_given else None,
     )
