@@ -14,5 +14,31 @@ deepsim train --layer pool5 --data "$DATA/imagenette-160-train.tar" --out runs/p
 deepsim eval --data "$DATA/imagenette-160-val.tar" --weights runs/pool5-128/generator.safetensors --n 500 --json > runs/pool5-128-eval.json
 python tools/ship_generator.py runs/pool5-128/generator.safetensors --metrics runs/pool5-128-eval.json
 
+# AlexNet's fc head (fc6–fc8), distilled from MobileNetV2 on this CPU: augmented views (random
+# resized crops, flips, colour jitter, CutMix/MixUp) of both training tars are cached once
+# (AlexNet pool5 + the teacher's logits at 160 px; 6 rounds = 6 views per image, ~6 min per round),
+# then only the head trains on the cache (KL at T=2) for the time limit.
+deepsim distill --data "$DATA/imagenette-160-train.tar" --data "$DATA/tinyimagenet-64-train.tar" \
+    --cache scratch/views --rounds 6 --teacher-size 160 --steps 100000 --time-limit "${DISTILL_TIME:-25m}" \
+    --out runs/alexnet-distilled.safetensors
+python benchmarks/distill_eval.py --student runs/alexnet-distilled.safetensors > runs/alexnet-eval.json
+python tools/ship_alexnet.py runs/alexnet-distilled.safetensors --eval runs/alexnet-eval.json \
+    --data imagenette-160-train.tar --data tinyimagenet-64-train.tar --views $((6 * 21469))
+
+# fc6 / fc7 / fc8 → 128 px, full DeePSiM loss, each started from the shipped pool5 generator: a
+# bridge (fc code → pool5-shaped map) is fitted by regression first (--bridge-steps), then the
+# whole generator trains end to end. Same data, comparator and budget rules as pool5.
+for L in fc6 fc7 fc8; do
+  deepsim train --layer $L --data "$DATA/imagenette-160-train.tar" --out runs/$L-128 \
+      --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
+      --w-img 2.0 --feature-cache --load-size 128 --img-warmup 150 \
+      --init-generator weights/alexnet-pool5-generator.safetensors --bridge-steps 500 \
+      --steps 100000 --time-limit "${FC_TIME:-20m}" --grid-every 250 --ckpt-every 250
+  deepsim eval --data "$DATA/imagenette-160-val.tar" --layer $L --weights runs/$L-128/generator.safetensors --n 500 --json > runs/$L-128-eval.json
+  python tools/ship_generator.py runs/$L-128/generator.safetensors --metrics runs/$L-128-eval.json
+done
+# DGN-AM code bounds for the shipped fc6 generator (cached beside it)
+deepsim visualize --compute-bounds --data "$DATA/imagenette-160-train.tar"
+
 # With a GPU: tools/device_job.py trains the distilled AlexNet head, the pool5/fc6/fc7/fc8
 # generators (full loss and image-loss baselines) and evaluates Table 2 in one ~20-minute job.
