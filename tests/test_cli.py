@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,16 +150,17 @@ def test_layers_json(layers_json):
     assert alex["description"] and alex["weights"]
     mob = layers_json["mobilenet_v2"]
     assert mob["layers"] and "logits" in mob["layers"] and mob["layers"]["logits"] == [1000]
-    if not (WEIGHTS / "alexnet.safetensors").exists():  # conv weights only: the fc head is untrained here
-        assert "fc6" not in alex["trained_layers"]
+    assert "fc6" in alex["trained_layers"]  # the distilled head ships
 
 
-def test_layers_table_marks_untrained():
+def test_layers_table_marks_untrained(tmp_path, monkeypatch):
     r = invoke("layers", "--encoder", "alexnet")
     assert r.exit_code == 0
-    assert "pool5" in r.stdout and "256 × 6 × 6" in r.stdout
-    if not (WEIGHTS / "alexnet.safetensors").exists():
-        assert "untrained here" in r.stdout
+    assert "pool5" in r.stdout and "256 × 6 × 6" in r.stdout and "untrained here" not in r.stdout
+    shutil.copy(WEIGHTS / "alexnet-conv.safetensors", tmp_path)  # without the distilled head
+    monkeypatch.setenv("DEEPSIM_WEIGHTS", str(tmp_path))
+    r = invoke("layers", "--encoder", "alexnet")
+    assert r.exit_code == 0 and "untrained here" in r.stdout
 
 
 def test_layers_unknown_encoder():

@@ -84,23 +84,31 @@ def test_unknown_layer_lists_valid_names(alexnet_random):
         assert name in msg
 
 
-def test_fc_layers_need_trained_weights(alexnet):
+def test_shipped_alexnet_is_complete(alexnet):
+    """weights/alexnet.safetensors (genuine convs + distilled head) ships: every layer is usable."""
     full = weights_dir() / "alexnet.safetensors"
-    if full.is_file():
-        # the complete (distilled-head) AlexNet is shipped: every layer is usable
-        assert set(alexnet.trained_layers) == set(ALEXNET_SHAPES)
-        assert alexnet.weights_path == full
-        feats = alexnet(_x(1), ["fc6", "fc8", "prob"])
-        assert feats["fc8"].shape == (1, 1000)
-    else:
-        assert tuple(alexnet.trained_layers) == ALEXNET_CONV_LAYERS
-        assert alexnet.weights_path.name == "alexnet-conv.safetensors"
-        for layer in ("fc6", "fc7", "fc8", "prob"):
-            with pytest.raises(UsageError, match="no trained weights"):
-                alexnet(_x(1), [layer])
-        # explicitly asking for untrained layers is allowed (layer_shapes does it)
-        assert alexnet(_x(1), ["fc6"], trained_only=False)["fc6"].shape == (1, 4096)
+    assert set(alexnet.trained_layers) == set(ALEXNET_SHAPES)
+    assert alexnet.weights_path == full
+    feats = alexnet(_x(1), ["fc6", "fc8", "prob"])
+    assert feats["fc8"].shape == (1, 1000)
     assert alexnet(_x(1), ["pool5"])["pool5"].shape == (1, 256, 6, 6)
+
+
+def test_fc_layers_need_trained_weights(tmp_path, monkeypatch):
+    """With only the conv file (no distilled head), fc layers are refused with a clean error."""
+    import shutil
+
+    shutil.copy(weights_dir() / "alexnet-conv.safetensors", tmp_path)
+    monkeypatch.setenv("DEEPSIM_WEIGHTS", str(tmp_path))
+    conv_only = build_encoder("alexnet")
+    assert tuple(conv_only.trained_layers) == ALEXNET_CONV_LAYERS
+    assert conv_only.weights_path.name == "alexnet-conv.safetensors"
+    for layer in ("fc6", "fc7", "fc8", "prob"):
+        with pytest.raises(UsageError, match="no trained weights"):
+            conv_only(_x(1), [layer])
+    # explicitly asking for untrained layers is allowed (layer_shapes does it)
+    assert conv_only(_x(1), ["fc6"], trained_only=False)["fc6"].shape == (1, 4096)
+    assert conv_only(_x(1), ["pool5"])["pool5"].shape == (1, 256, 6, 6)
 
 
 def test_shipped_alexnet_convs_are_not_random(alexnet, alexnet_random):

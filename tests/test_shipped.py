@@ -46,3 +46,26 @@ def test_quick_start_command(tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     out = tmp_path / "chelsea-pool5.png"
     assert out.is_file() and Image.open(out).size == (128, 128)
+
+
+def test_shipped_alexnet_classifies_the_examples():
+    """The distilled head (weights/alexnet.safetensors): chelsea is a cat, coffee an espresso or
+    cup, within the top-5 (issue 3), and the conv layers are the genuine ones."""
+    import torch
+
+    from deepsim_cli.checkpoint import load_checkpoint
+    from deepsim_cli.encoders import weights_dir
+    from deepsim_cli.visualize import imagenet_classes
+
+    enc = build_encoder("alexnet")
+    assert enc.weights_path.name == "alexnet.safetensors"
+    conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors").tensors
+    for k, v in conv.items():
+        assert torch.equal(enc.model.state_dict()[k], v), k
+    names = imagenet_classes()
+    # the ImageNet evaluation protocol, as in benchmarks/distill_eval.py: short side 256, centre crop 224
+    x = load_images([str(REPO / "examples" / "images" / f) for f in ("chelsea.jpg", "coffee.jpg")], 256)
+    x = x[:, :, 16:-16, 16:-16]
+    top5 = enc(x, ["fc8"])["fc8"].topk(5, 1).indices
+    assert set(top5[0].tolist()) & set(range(281, 286)), [names[i] for i in top5[0]]
+    assert set(top5[1].tolist()) & {967, 968, 504}, [names[i] for i in top5[1]]
