@@ -9,7 +9,7 @@ is AlexNet's top-1, and where the MobileNetV2 teacher (never used in the optimis
 its top-5. Also the wall time of 200 iterations for one unit (batch of one, as `deepsim visualize
 --unit U` runs it). Writes a grid of the first seed's images to --figure.
 
-    python benchmarks/dgn_am.py [--classes 20] [--seeds 3] [--iters 200] [--figure benchmarks/figures/dgn_am.png]
+    python benchmarks/dgn_am.py [--classes 20] [--seeds 3] [--pixel-seeds 1] [--iters 200] [--figure benchmarks/figures/dgn_am.png]
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--pixel-seeds", type=int, default=None, help="seeds for the pixel baseline (default: --seeds)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--pick-seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=None, help="fc6 generator (default: the shipped one)")
@@ -87,11 +88,14 @@ def main() -> None:
     out: dict = {"classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
                  "one_unit_200_iters_s": round(one_unit_200, 2), "generator": str(gpath)}
     imgs = {}
+    n_pix = a.seeds if a.pixel_seeds is None else a.pixel_seeds
+    runs_of = {"dgn_am": pairs, "pixel": [(c, s) for c in classes for s in range(n_pix)]}
     for method in ("dgn_am", "pixel"):
         t = time.perf_counter()
         chunks = []
-        for i in range(0, len(pairs), a.chunk):
-            u, s = units[i:i + a.chunk], seeds[i:i + a.chunk]
+        m_units, m_seeds = [c for c, _ in runs_of[method]], [s for _, s in runs_of[method]]
+        for i in range(0, len(m_units), a.chunk):
+            u, s = m_units[i:i + a.chunk], m_seeds[i:i + a.chunk]
             if method == "dgn_am":
                 runs = visualize_many(gen.G, alex, "fc8", u, seeds=s, code_shape=gen.G.cfg.in_shape,
                                       iters=a.iters, bounds=bounds)
@@ -99,14 +103,18 @@ def main() -> None:
             else:
                 chunks.append(pixel_am(alex, u, gen.image_size, a.iters, s))
         imgs[method] = torch.cat(chunks)
-        out[method] = score(imgs[method], units, alex, teacher)
+        out[method] = score(imgs[method], m_units, alex, teacher)
+        out[method]["runs"] = len(m_units)
         out[method]["wall_s"] = round(time.perf_counter() - t, 1)
         print(method, json.dumps(out[method]), flush=True)
     if a.figure:
-        first = [i for i, (_, s) in enumerate(pairs) if s == 0]
-        cells = [imgs[m][i] for m in ("dgn_am", "pixel") for i in first]
-        caps = [f"{m}\n{names[units[i]][:18]}" for m in ("DGN-AM", "pixel AM") for i in first]
-        save_image(make_grid(cells, ncols=len(first), captions=caps), a.figure)
+        cells, caps = [], []
+        for m, label in (("dgn_am", "DGN-AM"), ("pixel", "pixel AM")):
+            for i, (c, s) in enumerate(runs_of[m]):
+                if s == 0:
+                    cells.append(imgs[m][i])
+                    caps.append(f"{label}\n{names[c][:18]}")
+        save_image(make_grid(cells, ncols=len(classes), captions=caps), a.figure)
         out["figure"] = str(a.figure)
     print(json.dumps(out, indent=1))
 
