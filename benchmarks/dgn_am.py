@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--pick-seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=None, help="fc6 generator (default: the shipped one)")
     ap.add_argument("--figure", type=Path, default=None)
+    ap.add_argument("--lr-start", type=float, default=1.0)
     ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
     a = ap.parse_args()
     torch.set_grad_enabled(True)
@@ -85,7 +86,7 @@ def main() -> None:
                    bounds=bounds)
     one_unit_200 = time.perf_counter() - t
 
-    out: dict = {"classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
+    out: dict = {"lr_start": a.lr_start, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
                  "one_unit_200_iters_s": round(one_unit_200, 2), "generator": str(gpath)}
     imgs = {}
     n_pix = a.seeds if a.pixel_seeds is None else a.pixel_seeds
@@ -98,7 +99,7 @@ def main() -> None:
             u, s = m_units[i:i + a.chunk], m_seeds[i:i + a.chunk]
             if method == "dgn_am":
                 runs = visualize_many(gen.G, alex, "fc8", u, seeds=s, code_shape=gen.G.cfg.in_shape,
-                                      iters=a.iters, bounds=bounds)
+                                      iters=a.iters, bounds=bounds, lr=(a.lr_start, 1e-10))
                 chunks.append(torch.stack([r.image for r in runs]))
             else:
                 chunks.append(pixel_am(alex, u, gen.image_size, a.iters, s))

@@ -103,7 +103,7 @@ def unit_activation(feats: torch.Tensor, unit: int, xy: tuple[int, int] | None =
 
 
 def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, code_shape: Sequence[int],
-              xy: tuple[int, int] | None = None, iters: int = 200, lr: tuple[float, float] = (8.0, 1e-10),
+              xy: tuple[int, int] | None = None, iters: int = 200, lr: tuple[float, float] = (1.0, 1e-10),
               decay: float = 0.01, bounds: CodeBounds | None = None, init: torch.Tensor | None = None,
               seed: int = 0, save_every: int = 0,
               on_step: Callable[[int, float], None] | None = None) -> VisResult:
@@ -113,7 +113,9 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
         G: generator mapping codes (1, *code_shape) to images (1, 3, S, S).
         target: the network whose unit is maximised (any encoder).
         layer, unit, xy: which activation (for conv layers the centre unless xy is given).
-        lr: (start, end) of the linearly decaying step size.
+        lr: (start, end) of the linearly decaying step size. The paper starts at 8 for Caffe's
+            AlexNet; this AlexNet (normalised inputs) has fc6 codes with upper bounds ~4, and 8
+            makes the early steps jump between the bounds (benchmarks/RESULTS.md): 1.0 here.
         decay: L2 decay: the code is multiplied by (1 − decay) each step.
         bounds: per-unit clip of the code; init: starting code (default: small random code).
     """
@@ -126,7 +128,7 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
 def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Sequence[int], *,
                    code_shape: Sequence[int], seeds: Sequence[int] | None = None,
                    xy: tuple[int, int] | None = None, iters: int = 200,
-                   lr: tuple[float, float] = (8.0, 1e-10), decay: float = 0.01,
+                   lr: tuple[float, float] = (1.0, 1e-10), decay: float = 0.01,
                    bounds: CodeBounds | None = None, init: torch.Tensor | None = None, save_every: int = 0,
                    on_step: Callable[[int, list[float]], None] | None = None) -> list[VisResult]:
     """visualize() for several (unit, seed) pairs at once, as one batch: every code has its own

@@ -39,7 +39,9 @@ def visualize(
     code_layer: Annotated[str, typer.Option("--code-layer", metavar="LAYER",
                                             help="AlexNet layer the generator decodes (the optimised code).")] = "fc6",
     iters: Annotated[int, typer.Option("--iters", "--steps", min=1, help="Optimisation steps.")] = 200,
-    lr_start: Annotated[float, typer.Option("--lr-start", help="Initial step size (decays linearly).")] = 8.0,
+    lr_start: Annotated[float, typer.Option(
+        "--lr-start", help="Initial step size (decays linearly). The paper's 8.0 is for Caffe's AlexNet, whose "
+                           "fc6 codes are much larger than this (normalised-input) AlexNet's.")] = 1.0,
     lr_end: Annotated[float, typer.Option("--lr-end", help="Final step size.")] = 1e-10,
     decay: Annotated[float, typer.Option("--decay", min=0, max=1, help="L2 decay of the code per step.")] = 0.01,
     xy: Annotated[Optional[str], typer.Option("--xy", metavar="X,Y", show_default=False,
