@@ -135,6 +135,14 @@ def test_cli_bad_class_is_one_line(weights_dir):
 
 
 def test_cli_without_fc6_generator_says_so(tmp_path, monkeypatch):
+    """A weights folder without the fc6 generator (the shipped one has it): one clean line."""
+    from deepsim_cli.encoders import weights_dir as shipped
+
+    w = tmp_path / "weights"
+    w.mkdir()
+    for f in ("alexnet.safetensors", "alexnet-conv.safetensors", "mobilenet_v2.safetensors"):
+        (w / f).symlink_to(shipped() / f)
+    monkeypatch.setenv("DEEPSIM_WEIGHTS", str(w))
     monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
     r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1"])
     assert r.exit_code == 2
