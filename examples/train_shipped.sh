@@ -33,7 +33,7 @@ for L in fc6 fc7 fc8; do
       --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
       --w-img 2.0 --feature-cache --load-size 128 --img-warmup 150 \
       --init-generator weights/alexnet-pool5-generator.safetensors --bridge-steps 500 \
-      --steps 100000 --time-limit "${FC_TIME:-20m}" --grid-every 250 --ckpt-every 250
+      --steps 100000 --time-limit "${FC_TIME:-20m}" --grid-every 250 --ckpt-every 250   # shipped fc8: 14m
   deepsim eval --data "$DATA/imagenette-160-val.tar" --layer $L --weights runs/$L-128/generator.safetensors --n 500 --json > runs/$L-128-eval.json
   python tools/ship_generator.py runs/$L-128/generator.safetensors --metrics runs/$L-128-eval.json
 done
