@@ -62,6 +62,14 @@ def _lrelu() -> nn.LeakyReLU:
     return nn.LeakyReLU(0.3, inplace=True)
 
 
+def _mlp(dims: list[int]) -> list[nn.Module]:
+    """Linear + leaky ReLU for each consecutive pair of widths."""
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), _lrelu()]
+    return layers
+
+
 class Generator(nn.Module):
     """Maps features y → image (B, 3, out_size, out_size)."""
 
@@ -75,23 +83,14 @@ class Generator(nn.Module):
             assert len(cfg.in_shape) == 1 and len(cfg.bridge) == 3, "bridge maps a vector to (C, H, W)"
             c_b, h_b, w_b = cfg.bridge
             c_mid = max(1, c_b // 4)
-            dims = [cfg.in_shape[0], *cfg.fc_dims]
-            layers = []
-            for a, b in zip(dims[:-1], dims[1:]):
-                layers += [nn.Linear(a, b), _lrelu()]
-            layers += [nn.Linear(dims[-1], c_mid * h_b * w_b), _lrelu(), nn.Unflatten(1, (c_mid, h_b, w_b)),
-                       nn.Conv2d(c_mid, c_b, 1), nn.ReLU(inplace=True)]
-            self.bridge = nn.Sequential(*layers)
+            self.bridge = nn.Sequential(*_mlp([cfg.in_shape[0], *cfg.fc_dims, c_mid * h_b * w_b]),
+                                        nn.Unflatten(1, (c_mid, h_b, w_b)),
+                                        nn.Conv2d(c_mid, c_b, 1), nn.ReLU(inplace=True))
             conv_in = cfg.bridge
         if cfg.kind == "fc" and not cfg.bridge:
             assert len(cfg.in_shape) == 1, "fc generator takes vector features"
             start = 4
-            dims = [cfg.in_shape[0], *cfg.fc_dims]
-            layers: list[nn.Module] = []
-            for a, b in zip(dims[:-1], dims[1:]):
-                layers += [nn.Linear(a, b), _lrelu()]
-            layers += [nn.Linear(dims[-1], ch[0] * start * start), _lrelu()]
-            self.stem = nn.Sequential(*layers)
+            self.stem = nn.Sequential(*_mlp([cfg.in_shape[0], *cfg.fc_dims, ch[0] * start * start]))
         elif cfg.kind == "conv" or cfg.bridge:
             assert len(conv_in) == 3, "conv generator takes (C, H, W) features"
             c_in, h, w = conv_in
