@@ -36,6 +36,13 @@ def shipped_generator_path(layer: str, encoder: str = "alexnet") -> Path:
     return weights_dir() / f"{encoder}-{layer}-generator.safetensors"
 
 
+def _refuse_other_encoder_weights(path: str | Path, ck: Checkpoint, encoder: Encoder) -> None:
+    """UsageError if `ck` records the sha256 of other encoder weights than `encoder` has."""
+    if ck.encoder_sha256 and encoder.sha256 and ck.encoder_sha256 != encoder.sha256:
+        raise UsageError(f"{path} was trained on different {ck.encoder} weights "
+                         f"(sha256 {ck.encoder_sha256[:12]}…, loaded {encoder.sha256[:12]}…)")
+
+
 def load_generator(path: str | Path, device: torch.device | str = "cpu",
                    encoder: Encoder | None = None) -> LoadedGenerator:
     """Load a generator checkpoint; with `encoder`, refuse one trained on a different encoder."""
@@ -47,10 +54,8 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
     if encoder is not None:
         if ck.encoder != encoder.name:
             raise UsageError(f"{path} inverts encoder {ck.encoder!r}, not {encoder.name!r}")
-        if ck.encoder_sha256 and encoder.sha256 and ck.encoder_sha256 != encoder.sha256 \
-                and ck.layer not in _conv_layers_shared(encoder):
-            raise UsageError(f"{path} was trained on different {ck.encoder} weights "
-                             f"(sha256 {ck.encoder_sha256[:12]}…, loaded {encoder.sha256[:12]}…)")
+        if ck.layer not in _conv_layers_shared(encoder):
+            _refuse_other_encoder_weights(path, ck, encoder)
     return LoadedGenerator(G, ck.encoder, ck.layer, ck.encoder_sha256, ck)
 
 
@@ -212,9 +217,7 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu"):
     if frozen:  # its encoder is the shipped encoder's conv1–fc6: attach it, and check it is the same one
         from .encoders import build_encoder
         enc = build_encoder(ck.encoder, None, device)
-        if ck.encoder_sha256 and enc.sha256 and ck.encoder_sha256 != enc.sha256:
-            raise UsageError(f"{path} was trained on different {ck.encoder} weights "
-                             f"(sha256 {ck.encoder_sha256[:12]}…, loaded {enc.sha256[:12]}…)")
+        _refuse_other_encoder_weights(path, ck, enc)
         vae.attach_encoder(enc)
     return vae
 
