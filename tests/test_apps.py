@@ -170,3 +170,22 @@ def test_neighbors_missing_data_exit_2():
     r = run("neighbors", CHELSEA, "--data", "nowhere/")
     assert r.exit_code == 2
     assert "not found" in error_line(r)
+
+
+def test_generator_for_other_encoder_weights_is_refused(tmp_path):
+    """An fc generator records its encoder file's sha256; other weights are refused (fc layers
+    differ between AlexNet heads), while a pool5 generator stays usable (the convs are shared)."""
+    from deepsim_cli.errors import UsageError
+    from deepsim_cli.inference import load_generator
+
+    enc = build_encoder("alexnet")
+    for layer, shape, refused in (("fc6", (4096,), True), ("pool5", (256, 6, 6), False)):
+        g = generator_for(shape, 32, width=0.125, fc_dims=(16,))
+        path = tmp_path / f"{layer}.safetensors"
+        save_checkpoint(path, g.state_dict(), kind="generator", config={"generator": g.cfg.to_dict()},
+                        encoder="alexnet", layer=layer, encoder_sha256="0" * 64)
+        if refused:
+            with pytest.raises(UsageError, match="trained on different alexnet weights"):
+                load_generator(path, encoder=enc)
+        else:
+            assert load_generator(path, encoder=enc).layer == "pool5"
