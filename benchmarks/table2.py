@@ -5,6 +5,8 @@ TV prior) and the mean image. Also PSNR / SSIM.
 
     python benchmarks/table2.py --runs RUNS_DIR --data ../shared/data/imagenette-160-val.tar \
         --out table2.json [--n 500] [--opt-n 100] [--opt-steps 200] [--device cuda]
+The optimisation rows use --opt-n images evenly spaced over the first --n (the tars are sorted by
+class); every other row uses all --n.
 RUNS_DIR holds <layer>-full/ and <layer>-img/ run folders (generator.safetensors inside), or
 pass --shipped to use weights/ for "ours".
 """
@@ -72,10 +74,10 @@ def main() -> None:
                 rows.append(row(name, invert(x, enc, gen), x, enc, layer, f_x, s_img, s_feat))
         if a.opt_n:
             k = min(a.opt_n, len(x))
-            recon = torch.cat([optimize_invert(f_x[i:min(i + 100, k)], enc, layer, a.size, steps=a.opt_steps)
+            sub = torch.linspace(0, len(x) - 1, k).round().long()  # spread over the classes
+            recon = torch.cat([optimize_invert(f_x[sub[i:i + 100]], enc, layer, a.size, steps=a.opt_steps)
                                for i in range(0, k, 100)])
-            fx_k = f_x[:k]
-            r = row("optimization (M&V, TV)", recon, x[:k], enc, layer, fx_k, s_img, s_feat)
+            r = row("optimization (M&V, TV)", recon, x[sub], enc, layer, f_x[sub], s_img, s_feat)
             rows.append(r)
         print(f"{layer} done in {time.time() - t0:.0f}s", flush=True)
         for r in rows:
