@@ -40,7 +40,10 @@ class TrainConfig:
     w_adv: float = DEFAULT_WEIGHTS.adv
     w_img: float = DEFAULT_WEIGHTS.img
     img_warmup: int = 0               # image-loss-only steps, then as many steps ramping feat/adv in
-    w_kl: float = 0.002               # VAE only: per nat of KL summed over latent units
+    w_kl: float = 3e-5                # VAE only: per nat of KL summed over latent units. With λ_img 2 on
+                                      # the normalised image loss this is a Gaussian decoder of σ ≈ 0.3 (on
+                                      # [-1, 1]); 0.002 collapsed the posterior (KL ~150 nats, every input
+                                      # decoded to the same blur), 3e-5 keeps ~600–900 nats and the content
     latent_dim: int = 1024            # VAE only
     vae_encoder: str = "finetune"     # VAE only: "finetune" conv1–fc6 too, or keep the shipped AlexNet's "frozen"
     g_width: float = 1.0
