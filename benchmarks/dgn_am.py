@@ -62,12 +62,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--classes", type=int, default=20)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--pixel-seeds", type=int, default=None, help="seeds for the pixel baseline (default: --seeds)")
+    ap.add_argument("--pixel-seeds", type=int, default=None,
+                    help="seeds for the pixel baseline (default: --seeds; 0 skips it)")
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--pick-seed", type=int, default=0)
     ap.add_argument("--weights", type=Path, default=None, help="fc6 generator (default: the shipped one)")
     ap.add_argument("--figure", type=Path, default=None)
     ap.add_argument("--lr-start", type=float, default=1.0)
+    ap.add_argument("--objective", default="activation", choices=["activation", "logprob"])
     ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
     a = ap.parse_args()
     torch.set_grad_enabled(True)
@@ -86,12 +88,12 @@ def main() -> None:
                    bounds=bounds)
     one_unit_200 = time.perf_counter() - t
 
-    out: dict = {"lr_start": a.lr_start, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
+    out: dict = {"lr_start": a.lr_start, "objective": a.objective, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
                  "one_unit_200_iters_s": round(one_unit_200, 2), "generator": str(gpath)}
     imgs = {}
     n_pix = a.seeds if a.pixel_seeds is None else a.pixel_seeds
     runs_of = {"dgn_am": pairs, "pixel": [(c, s) for c in classes for s in range(n_pix)]}
-    for method in ("dgn_am", "pixel"):
+    for method in ("dgn_am", "pixel") if n_pix else ("dgn_am",):
         t = time.perf_counter()
         chunks = []
         m_units, m_seeds = [c for c, _ in runs_of[method]], [s for _, s in runs_of[method]]
@@ -99,7 +101,8 @@ def main() -> None:
             u, s = m_units[i:i + a.chunk], m_seeds[i:i + a.chunk]
             if method == "dgn_am":
                 runs = visualize_many(gen.G, alex, "fc8", u, seeds=s, code_shape=gen.G.cfg.in_shape,
-                                      iters=a.iters, bounds=bounds, lr=(a.lr_start, 1e-10))
+                                      iters=a.iters, bounds=bounds, lr=(a.lr_start, 1e-10),
+                                      objective=a.objective)
                 chunks.append(torch.stack([r.image for r in runs]))
             else:
                 chunks.append(pixel_am(alex, u, gen.image_size, a.iters, s))
@@ -110,7 +113,7 @@ def main() -> None:
         print(method, json.dumps(out[method]), flush=True)
     if a.figure:
         cells, caps = [], []
-        for m, label in (("dgn_am", "DGN-AM"), ("pixel", "pixel AM")):
+        for m, label in (("dgn_am", "DGN-AM"), ("pixel", "pixel AM")) if n_pix else (("dgn_am", "DGN-AM"),):
             for i, (c, s) in enumerate(runs_of[m]):
                 if s == 0:
                     cells.append(imgs[m][i])

@@ -89,6 +89,9 @@ class VisResult:
     frame_acts: list[float] = field(default_factory=list)
 
 
+OBJECTIVES = ("activation", "logprob")
+
+
 def unit_activation(feats: torch.Tensor, unit: int, xy: tuple[int, int] | None = None) -> torch.Tensor:
     """Activation of `unit` in a (B, C) or (B, C, H, W) feature tensor (centre, or xy=(x, y))."""
     if not 0 <= unit < feats.shape[1]:
@@ -105,7 +108,7 @@ def unit_activation(feats: torch.Tensor, unit: int, xy: tuple[int, int] | None =
 def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, code_shape: Sequence[int],
               xy: tuple[int, int] | None = None, iters: int = 200, lr: tuple[float, float] = (1.0, 1e-10),
               decay: float = 0.01, bounds: CodeBounds | None = None, init: torch.Tensor | None = None,
-              seed: int = 0, save_every: int = 0,
+              seed: int = 0, save_every: int = 0, objective: str = "activation",
               on_step: Callable[[int, float], None] | None = None) -> VisResult:
     """Maximise one unit of `target`'s `layer` over the code of generator G.
 
@@ -118,11 +121,13 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
             makes the early steps jump between the bounds (benchmarks/RESULTS.md): 1.0 here.
         decay: L2 decay: the code is multiplied by (1 − decay) each step.
         bounds: per-unit clip of the code; init: starting code (default: small random code).
+        objective: "activation" (the paper: the unit's raw value) or "logprob" (log-softmax of a
+            classifier layer's unit: the other classes are pushed down too).
     """
     cb = (lambda i, acts: on_step(i, acts[0])) if on_step else None
     return visualize_many(G, target, layer, [unit], code_shape=code_shape, xy=xy, iters=iters, lr=lr,
                           decay=decay, bounds=bounds, init=init, seeds=[seed], save_every=save_every,
-                          on_step=cb)[0]
+                          objective=objective, on_step=cb)[0]
 
 
 def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Sequence[int], *,
@@ -130,6 +135,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
                    xy: tuple[int, int] | None = None, iters: int = 200,
                    lr: tuple[float, float] = (1.0, 1e-10), decay: float = 0.01,
                    bounds: CodeBounds | None = None, init: torch.Tensor | None = None, save_every: int = 0,
+                   objective: str = "activation",
                    on_step: Callable[[int, list[float]], None] | None = None) -> list[VisResult]:
     """visualize() for several (unit, seed) pairs at once, as one batch: every code has its own
     step normalisation, so each run is the same as alone (the networks have no batch coupling).
@@ -138,6 +144,8 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     by all runs.
     """
     target.check_layers([layer])
+    if objective not in OBJECTIVES:
+        raise UsageError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     seeds = list(seeds) if seeds is not None else [0]
     n = max(len(units), len(seeds))
     if len(units) not in (1, n) or len(seeds) not in (1, n):
@@ -169,8 +177,15 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     for i in range(iters):
         h = h.detach().requires_grad_(True)
         x = G(h)
-        act = acts_of(target(x, [layer])[layer])
-        (grad,) = torch.autograd.grad(act.sum(), h)
+        feats = target(x, [layer])[layer]
+        act = acts_of(feats)
+        if objective == "logprob":
+            if feats.dim() != 2:
+                raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
+            obj = acts_of(feats.float().log_softmax(1))
+        else:
+            obj = act
+        (grad,) = torch.autograd.grad(obj.sum(), h)
         step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
         with torch.no_grad():
             norm = grad.abs().mean(dim=red, keepdim=True).clamp_min(1e-12)

@@ -177,3 +177,20 @@ def test_batched_runs_match_single_runs(tiny):
     assert not torch.allclose(many[0].code, many[1].code)
     with pytest.raises(UsageError, match="pair up"):
         visualize_many(G, E, "fc8", [1, 2, 3], seeds=[0, 1], code_shape=(64,), iters=1)
+
+
+def test_logprob_objective_raises_the_class_probability(tiny):
+    """--objective logprob: the unit's softmax probability rises over a few steps (the raw
+    activation objective is not asked to do that); a conv map or an unknown objective is refused."""
+    G, _ = tiny
+    E = _LinearTarget()
+    r = visualize(G, E, "fc8", 3, code_shape=(64,), iters=6, objective="logprob")
+    with torch.no_grad():
+        p0 = E(G(visualize(G, E, "fc8", 3, code_shape=(64,), iters=0).code), ["fc8"])["fc8"].softmax(1)[0, 3]
+        p1 = E(G(r.code), ["fc8"])["fc8"].softmax(1)[0, 3]
+    assert p1 > p0
+    with pytest.raises(UsageError, match="objective"):
+        visualize(G, E, "fc8", 3, code_shape=(64,), iters=1, objective="prob")
+    _, conv = tiny
+    with pytest.raises(UsageError, match="classifier layer"):
+        visualize(G, conv, "conv5", 3, code_shape=(64,), iters=1, objective="logprob")

@@ -44,6 +44,10 @@ def visualize(
                            "fc6 codes are much larger than this (normalised-input) AlexNet's.")] = 1.0,
     lr_end: Annotated[float, typer.Option("--lr-end", help="Final step size.")] = 1e-10,
     decay: Annotated[float, typer.Option("--decay", min=0, max=1, help="L2 decay of the code per step.")] = 0.01,
+    objective: Annotated[str, typer.Option(
+        "--objective", metavar="activation|logprob",
+        help="Maximise the unit's raw activation (the paper) or, for a classifier layer, its log-softmax "
+             "(pushes the other classes down too).")] = "activation",
     xy: Annotated[Optional[str], typer.Option("--xy", metavar="X,Y", show_default=False,
                                               help="Spatial position for conv units (default: centre).")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", metavar="IMG", show_default=False,
@@ -130,7 +134,8 @@ def visualize(
     say(opts, f"{len(units)} unit(s) of {encoder}:{layer} × {len(seed_list)} seed(s), {iters} steps, one batch")
     runs = lib_visualize_many(gen.G, target, layer, [u for u, _ in pairs], seeds=[s for _, s in pairs],
                               code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters, lr=(lr_start, lr_end),
-                              decay=decay, bounds=bounds, init=init_code, save_every=save_every)
+                              decay=decay, bounds=bounds, init=init_code, save_every=save_every,
+                              objective=objective)
     if names is not None:
         with torch.no_grad():
             probs = target(torch.stack([r.image for r in runs]).to(dev), [layer])[layer].softmax(1).cpu()
