@@ -46,6 +46,8 @@ class TrainConfig:
                                       # decoded to the same blur), 3e-5 keeps ~600–900 nats and the content
     latent_dim: int = 1024            # VAE only
     vae_encoder: str = "finetune"     # VAE only: "finetune" conv1–fc6 too, or keep the shipped AlexNet's "frozen"
+    g_clip: float | None = None       # clip G's gradient norm at this multiple of its running mean
+                                      # (None: 2.0 for the VAE, off for inverters; 0: off)
     g_width: float = 1.0
     init_generator: str | None = None  # warm-start G from an exported generator file
     bridge_steps: int = 500           # fc run initialised from a conv-layer (pool5) generator: steps that

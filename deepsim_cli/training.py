@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -147,6 +148,8 @@ class Trainer:
         self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
         self.d_paused = False
+        self.g_clip = cfg.g_clip if cfg.g_clip is not None else (2.0 if cfg.model == "vae" else 0.0)
+        self.g_norm_avg, self.g_norm_steps = 0.0, 0
         # wrap whenever a process group exists (even world size 1, so the DDP path is testable)
         ddp = dist.is_available() and dist.is_initialized()
         self.G_ddp = DDP(self.G) if ddp else self.G
@@ -190,7 +193,7 @@ class Trainer:
         t.update(_optimizer_tensors(self.optD, "optD"))
         save_checkpoint(self.state_path(), t, kind="train-state", config=self.cfg.to_dict(),
                         encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
-                        extra={"d_paused": str(int(self.d_paused))})
+                        extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg)})
 
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
@@ -206,6 +209,8 @@ class Trainer:
         _load_optimizer(self.optD, ck.tensors, "optD")
         self.step = ck.train_steps
         self.d_paused = ck.extra.get("d_paused") == "1"
+        self.g_norm_avg = float(ck.extra.get("g_norm_avg", "0.0"))
+        self.g_norm_steps = 20 if self.g_norm_avg > 0 else 0
 
     def export_generator(self, path: Path | None = None, metrics: dict | None = None) -> Path:
         """Write the generator in the shipped format (what `deepsim invert --weights` loads)."""
@@ -296,8 +301,25 @@ class Trainer:
                 if p.grad is not None:
                     dist.all_reduce(p.grad)
                     p.grad /= self.world
+        self.clip_g_gradient(stats)
         self.optG.step()
         return {**stats, "total": float(loss.detach())}
+
+    def clip_g_gradient(self, stats: dict[str, Any]) -> None:
+        """Adaptive clipping of G's gradient norm at `g_clip` × its running mean (EMA 0.99 of the
+        clipped norms; the first 20 steps only measure). Adam turns one outlier gradient into ~20
+        large steps along it (its first moment outlives the second's rise); on the VAE such a
+        spike blew up the KL (2,000 → 6,000 nats) and the decoder never recovered."""
+        if not self.g_clip:
+            return
+        params = [p for p in self.G.parameters() if p.grad is not None]
+        limit = self.g_clip * self.g_norm_avg if self.g_norm_steps >= 20 else float("inf")
+        norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
+        if not math.isfinite(norm):
+            return
+        self.g_norm_avg = norm if self.g_norm_steps == 0 else 0.99 * self.g_norm_avg + 0.01 * min(norm, limit)
+        self.g_norm_steps += 1
+        stats["g_norm"] = norm
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
@@ -367,6 +389,7 @@ class Trainer:
         if not g_paused:
             self.optG.zero_grad(set_to_none=True)
             total.backward()
+            self.clip_g_gradient(stats)
             self.optG.step()
         stats.update(parts)
         stats.update(total=float(total.detach()), d_paused=self.d_paused, g_paused=g_paused,

@@ -433,3 +433,27 @@ def test_frozen_encoder_vae_from_pool5_generator(full_run, tmp_path):
     assert a.shape == (3, 3, 32, 32) and torch.equal(a, posterior_samples(vae, x, 3, seed=1))
     with pytest.raises(UsageError, match="vae-encoder"):
         Trainer(cfg.replace(vae_encoder="thawed"), tmp_path / "bad", CPU)
+
+
+def test_vae_clips_an_outlier_gradient_at_twice_the_running_norm(tmp_path):
+    """g_clip (VAE default 2): after 20 steps of measuring, a gradient 50× the usual norm is
+    scaled down to 2× the running mean; ordinary gradients pass untouched; inverters are unclipped."""
+    tr = Trainer(TINY.replace(model="vae", latent_dim=16), tmp_path / "v", CPU)
+    assert tr.g_clip == 2.0
+    params = [p for p in tr.G.parameters()]
+    g = torch.Generator().manual_seed(0)
+    base = [torch.randn(p.shape, generator=g) for p in params]
+    unit = torch.sqrt(sum(b.pow(2).sum() for b in base))
+
+    def step(scale: float) -> float:
+        for p, b in zip(params, base):
+            p.grad = b * scale / unit
+        st: dict = {}
+        tr.clip_g_gradient(st)
+        return float(torch.sqrt(sum(p.grad.pow(2).sum() for p in params)))
+
+    for _ in range(25):
+        assert step(1.0) == pytest.approx(1.0, rel=1e-4)
+    assert step(50.0) == pytest.approx(2.0, rel=1e-3)
+    assert step(1.5) == pytest.approx(1.5, rel=1e-4)
+    assert Trainer(TINY, tmp_path / "i", CPU).g_clip == 0.0

@@ -112,6 +112,10 @@ def train(
         "--latent-dim", min=1, show_default=False, help=_h("VAE: size of the latent code z.", _D.latent_dim))] = None,
     w_kl: Annotated[Optional[float], typer.Option(
         "--w-kl", min=0, show_default=False, help=_h("VAE: weight of the KL term (per nat, summed over z).", _D.w_kl))] = None,
+    g_clip: Annotated[Optional[float], typer.Option(
+        "--g-clip", min=0, show_default=False,
+        help="Clip G's gradient norm at this multiple of its running mean (0: off). "
+             "[default: 2 for --model vae, off for inverters]")] = None,
     vae_encoder: Annotated[Optional[str], typer.Option(
         "--vae-encoder", metavar="finetune|frozen", show_default=False,
         help=_h("VAE: train conv1–fc6 too (finetune) or keep the shipped AlexNet's fixed (frozen: small "
@@ -167,7 +171,7 @@ def train(
         comparator_size=comparator_size, feature_cache=True if feature_cache else None,
         init_generator=str(init_generator) if init_generator is not None else None,
         bridge_steps=bridge_steps, vae_encoder=vae_encoder, latent_dim=latent_dim, w_kl=w_kl,
-        amp=False if no_amp else None,
+        g_clip=g_clip, amp=False if no_amp else None,
         seed=opts.seed if opts.seed_given else None,
     )
     if resume and (out / "config.json").is_file():
