@@ -88,7 +88,8 @@ def main() -> None:
                          "recon_mse": round(float(F.mse_loss(recons[name], real)), 4)}
     if a.figure:
         k = min(8, a.n)
-        cells = [real[:k], recons["se"][:k], recons["deepsim"][:k], samples["se"][:k], samples["deepsim"][:k]]
+        sel = torch.linspace(0, a.n - 1, k).round().long()  # held-out images of different classes
+        cells = [real[sel], recons["se"][sel], recons["deepsim"][sel], samples["se"][:k], samples["deepsim"][:k]]
         labels = ["real (held out)", "SE VAE\nreconstruction", "DeePSiM VAE\nreconstruction",
                   "SE VAE\nsamples", "DeePSiM VAE\nsamples"]
         save_image(make_grid(torch.cat(cells), ncols=k, row_labels=labels), a.figure)

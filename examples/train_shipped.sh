@@ -40,5 +40,20 @@ done
 # DGN-AM code bounds for the shipped fc6 generator (cached beside it)
 deepsim visualize --compute-bounds --data "$DATA/imagenette-160-train.tar"
 
+# VAE (issue 7): encoder = the shipped AlexNet conv1–fc6, kept fixed (its fc6 cached), μ / log σ²
+# heads + decoder trained; the decoder is bridged from the pool5 generator like the fc ones, and the
+# bridge phase already carries the KL term. The squared-error baseline (--loss img) gets the same
+# number of steps as the DeePSiM VAE reached (its step is cheaper).
+VAE="--model vae --vae-encoder frozen --data $DATA/imagenette-160-train.tar --image-size 128 --g-width 0.5 \
+    --comparator-size 128 --batch 32 --w-img 2.0 --w-kl 3e-5 --feature-cache --load-size 128 \
+    --init-generator weights/alexnet-pool5-generator.safetensors --bridge-steps 500 --grid-every 250 --ckpt-every 250"
+deepsim train $VAE --out runs/vae-deepsim --img-warmup 150 --steps 100000 --time-limit "${VAE_TIME:-20m}"
+N=$(python -c "import json; print([json.loads(l) for l in open('runs/vae-deepsim/stats.jsonl')][-1]['step'])")
+deepsim train $VAE --out runs/vae-se --loss img --steps "$N"
+python benchmarks/vae_sharpness.py --deepsim runs/vae-deepsim/generator.safetensors --se runs/vae-se/generator.safetensors \
+    --n 64 --figure benchmarks/figures/vae_samples.png > runs/vae-sharpness.json
+python tools/ship_generator.py runs/vae-deepsim/generator.safetensors --metrics runs/vae-sharpness.json
+python tools/ship_generator.py runs/vae-se/generator.safetensors --metrics runs/vae-sharpness.json
+
 # With a GPU: tools/device_job.py trains the distilled AlexNet head, the pool5/fc6/fc7/fc8
 # generators (full loss and image-loss baselines) and evaluates Table 2 in one ~20-minute job.

@@ -69,3 +69,30 @@ def test_shipped_alexnet_classifies_the_examples():
     top5 = enc(x, ["fc8"])["fc8"].topk(5, 1).indices
     assert set(top5[0].tolist()) & set(range(281, 286)), [names[i] for i in top5[0]]
     assert set(top5[1].tolist()) & {967, 968, 504}, [names[i] for i in top5[1]]
+
+
+def test_shipped_vae_keeps_each_image_and_samples_deterministically(tmp_path):
+    """weights/vae-deepsim.safetensors (issue 7): the posterior mean of each example photo decodes
+    closer to that photo than to the other examples (no posterior collapse), and `deepsim sample`
+    with the default weights writes the same grid twice for one seed."""
+    import torch
+
+    from deepsim_cli.encoders import weights_dir
+    from deepsim_cli.inference import load_vae
+
+    vae = load_vae(weights_dir() / "vae-deepsim.safetensors")
+    size = vae.decoder.cfg.out_size
+    x = load_images([str(p) for p in IMAGES], size)
+    with torch.no_grad():
+        mu, _ = vae.encode(x)
+        recon = vae.decode(mu).clamp(-1, 1)
+    d = torch.cdist(recon.flatten(1), x.flatten(1))  # d[i, j] = ||recon_i − x_j||
+    assert torch.equal(d.argmin(1), torch.arange(len(x))), d
+    outs = []
+    for k in range(2):
+        out = tmp_path / f"s{k}.png"
+        r = CliRunner().invoke(app, ["sample", "--n", "4", "--seed", "3", "-o", str(out)])
+        assert r.exit_code == 0, r.output
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    assert Image.open(tmp_path / "s0.png").size[0] >= 2 * size
