@@ -24,7 +24,7 @@ from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.images import save_grid  # noqa: E402
 from deepsim_cli.inference import invert, load_generator  # noqa: E402
-from deepsim_cli.metrics import mean_pairwise_distance, reconstruction_metrics  # noqa: E402
+from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance  # noqa: E402
 
 
 def parse_row(s: str) -> tuple[str, Path]:
@@ -54,8 +54,7 @@ def main() -> None:
     x = to_float(torch.from_numpy(arr[:a.n]))
     pick = torch.linspace(0, len(arr) - 1, a.show).round().long()  # spread over all classes
     x_show = to_float(torch.from_numpy(arr[pick.numpy()]))
-    with torch.no_grad():
-        f_x = torch.cat([enc(x[i:i + 100], [a.layer])[a.layer].float() for i in range(0, len(x), 100)])
+    f_x = encode_batched(enc, x, a.layer)
     s_img, s_feat = mean_pairwise_distance(x), mean_pairwise_distance(f_x)
     cells, labels, rows = [x_show], ["original"], []
     for name, path in a.row:
@@ -63,11 +62,11 @@ def main() -> None:
         if gen.layer != a.layer:
             sys.exit(f"error: {path} inverts {gen.layer}, not {a.layer}")
         recon = invert(x, enc, gen)
-        m = reconstruction_metrics(recon, x, enc, a.layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
+        m = mean_metrics(recon, x, enc, a.layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
         r = {"name": name, "path": str(path), "steps": gen.ckpt.train_steps,
              "comparator": gen.ckpt.config.get("train", {}).get("comparator"),
              "loss": gen.ckpt.config.get("train", {}).get("loss"),
-             **{k: float(v.mean()) for k, v in m.items()}}
+             **m}
         rows.append(r)
         print(f"{name:<28} img {r['img_err']:5.1f}%  feat {r['feat_err']:5.1f}%  PSNR {r['psnr']:5.2f}  "
               f"SSIM {r['ssim']:.3f}  (n={len(x)})", flush=True)

@@ -26,17 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.inference import invert, load_generator, optimize_invert, shipped_generator_path  # noqa: E402
-from deepsim_cli.metrics import mean_pairwise_distance, reconstruction_metrics  # noqa: E402
-
-
-def feats(enc, x, layer, batch=100):
-    with torch.no_grad():
-        return torch.cat([enc(x[i:i + batch], [layer])[layer].float() for i in range(0, len(x), batch)])
+from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance  # noqa: E402
 
 
 def row(name, recon, x, enc, layer, f_x, s_img, s_feat):
-    m = reconstruction_metrics(recon, x, enc, layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
-    return {"method": name, "layer": layer, "n": len(x), **{k: float(v.mean()) for k, v in m.items()}}
+    m = mean_metrics(recon, x, enc, layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
+    return {"method": name, "layer": layer, "n": len(x), **m}
 
 
 def main() -> None:
@@ -62,7 +57,7 @@ def main() -> None:
     mean_img = x.mean(0, keepdim=True).expand_as(x)
     for layer in a.layers.split(","):
         t0 = time.time()
-        f_x = feats(enc, x, layer)
+        f_x = encode_batched(enc, x, layer).to(dev)
         s_feat = mean_pairwise_distance(f_x.cpu())
         rows.append(row("mean image", mean_img, x, enc, layer, f_x, s_img, s_feat))
         cands = {"DeePSiM (ours)": shipped_generator_path(layer) if a.shipped else a.runs / f"{layer}-full" / "generator.safetensors",

@@ -96,6 +96,15 @@ class LPIPSAlex(torch.nn.Module):
 
 
 @torch.no_grad()
+def encode_batched(encoder, x: torch.Tensor, layer: str, batch: int = 100) -> torch.Tensor:
+    """`layer` features of `x` as one float CPU tensor, encoded `batch` images at a time on the
+    encoder's device (x may live anywhere)."""
+    dev = next(iter(encoder.parameters()), torch.empty(0)).device
+    return torch.cat([encoder(x[i:i + batch].to(dev), [layer])[layer].float().cpu()
+                      for i in range(0, len(x), batch)])
+
+
+@torch.no_grad()
 def reconstruction_metrics(recon: torch.Tensor, x: torch.Tensor, encoder, layer: str, *,
                            img_scale: float | None = None, feat_scale: float | None = None,
                            target_feats: torch.Tensor | None = None, lpips: LPIPSAlex | None = None,
@@ -106,11 +115,8 @@ def reconstruction_metrics(recon: torch.Tensor, x: torch.Tensor, encoder, layer:
     "ssim", and "lpips" when an LPIPSAlex is given}, each an (N,) CPU tensor. The normalising
     distances default to the mean pairwise distances of `x` and of its features.
     """
-    def feats(t):
-        return torch.cat([encoder(t[i:i + batch], [layer])[layer].float().cpu() for i in range(0, len(t), batch)])
-
-    f_x = target_feats.float().cpu() if target_feats is not None else feats(x)
-    f_r = feats(recon)
+    f_x = target_feats.float().cpu() if target_feats is not None else encode_batched(encoder, x, layer, batch)
+    f_r = encode_batched(encoder, recon, layer, batch)
     out = {
         "img_err": normalized_error(recon.cpu(), x.cpu(), img_scale),
         "feat_err": normalized_error(f_r, f_x, feat_scale),
@@ -122,3 +128,8 @@ def reconstruction_metrics(recon: torch.Tensor, x: torch.Tensor, encoder, layer:
         out["lpips"] = torch.cat([lpips(recon[i:i + batch].to(dev), x[i:i + batch].to(dev)).cpu()
                                   for i in range(0, len(x), batch)])
     return out
+
+
+def mean_metrics(recon: torch.Tensor, x: torch.Tensor, encoder, layer: str, **kw) -> dict[str, float]:
+    """reconstruction_metrics averaged over the images: one float per metric (a table row)."""
+    return {k: float(v.mean()) for k, v in reconstruction_metrics(recon, x, encoder, layer, **kw).items()}

@@ -9,7 +9,7 @@ import torch
 
 from deepsim_cli.encoders import build_encoder
 from deepsim_cli.inference import optimize_invert, total_variation
-from deepsim_cli.metrics import mean_pairwise_distance, normalized_error, psnr, ssim
+from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance, normalized_error, psnr, ssim
 
 
 def _img(n=2, size=24, seed=0):
@@ -104,6 +104,21 @@ def test_total_variation():
     x = torch.zeros(1, 1, 4, 4)
     x[..., :, 2:] = 1.0  # one vertical edge
     assert float(total_variation(x)) > 0
+
+
+def test_encode_batched_matches_one_pass_and_mean_metrics_rows():
+    enc = build_encoder("alexnet-random")
+    x = _img(5, 32, seed=4)
+    with torch.no_grad():
+        whole = enc(x, ["conv3"])["conv3"]
+    f = encode_batched(enc, x, "conv3", batch=2)  # 2 + 2 + 1
+    assert f.device.type == "cpu" and f.dtype == torch.float32
+    assert torch.allclose(f, whole, atol=1e-5)
+    m = mean_metrics(x, x, enc, "conv3")
+    assert set(m) == {"img_err", "feat_err", "psnr", "ssim"} and all(isinstance(v, float) for v in m.values())
+    assert m["img_err"] == 0 and m["feat_err"] == 0 and m["ssim"] > 0.999
+    noisy = mean_metrics((x + 0.3 * _img(5, 32, seed=5)).clamp(-1, 1), x, enc, "conv3")
+    assert noisy["img_err"] > 1 and noisy["feat_err"] > 1 and noisy["psnr"] < m["psnr"]
 
 
 def test_optimize_invert_reduces_feature_loss():

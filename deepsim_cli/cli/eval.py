@@ -48,7 +48,7 @@ def eval_(
 
     from ..data import load_array, to_float
     from ..inference import invert
-    from ..metrics import LPIPSAlex, mean_pairwise_distance, reconstruction_metrics
+    from ..metrics import LPIPSAlex, encode_batched, mean_pairwise_distance, reconstruction_metrics
     from ..utils import atomic_output
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
@@ -68,8 +68,7 @@ def eval_(
         arr, names = load_array(data, gen.image_size, limit=n)
         x = to_float(torch.from_numpy(arr))
         say(opts, f"evaluating {encoder}:{l} on {len(x)} images at {gen.image_size} px")
-        with torch.no_grad():
-            f_x = torch.cat([enc(x[i:i + batch].to(dev), [l])[l].float().cpu() for i in range(0, len(x), batch)])
+        f_x = encode_batched(enc, x, l, batch)
         s_img, s_feat = mean_pairwise_distance(x), mean_pairwise_distance(f_x)
         recon = invert(x, enc, gen, batch=batch).cpu()
         for method, r in (("generator", recon), ("mean image", x.mean(0, keepdim=True).expand_as(x))):

@@ -55,6 +55,7 @@ def invert(
     from ..images import make_grid, save_image
     from ..inference import invert as lib_invert
     from ..inference import optimize_invert
+    from ..metrics import encode_batched
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
     layers = parse_layers(layer)
@@ -76,8 +77,7 @@ def invert(
         if method == "generator":
             recons[l] = lib_invert(x, enc, gens[l], batch=batch).cpu()
         else:
-            with torch.no_grad():
-                target = torch.cat([enc(x[i:i + batch].to(dev), [l])[l] for i in range(0, len(x), batch)])
+            target = encode_batched(enc, x, l, batch).to(dev)
             recons[l] = torch.cat([optimize_invert(target[i:i + batch], enc, l, out_size, steps=steps,
                                                    seed=opts.seed) for i in range(0, len(x), batch)]).cpu()
     if single:
