@@ -127,6 +127,9 @@ class Trainer:
             elif cfg.model == "vae":
                 raise UsageError(f"--init-generator {cfg.init_generator}: a VAE decoder starts "
                                  f"from a conv-layer (pool5) generator of {cfg.encoder}")
+        elif init is not None and kind == "fc" and init.layer == cfg.layer:
+            # continuing an fc generator that was itself bridged: keep its (already fitted) bridge
+            bridge = tuple(GeneratorConfig.from_dict(init.config["generator"]).bridge)
         self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
                                     tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
         if cfg.model == "inverter":

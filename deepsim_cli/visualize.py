@@ -105,10 +105,29 @@ def unit_activation(feats: torch.Tensor, unit: int, xy: tuple[int, int] | None =
     return feats[:, unit, y, x]
 
 
+def jitter_views(x: torch.Tensor, views: int, jitter: int, rng: torch.Generator) -> torch.Tensor:
+    """`views` randomly shifted (±jitter px, reflect padding) and flipped copies of a batch,
+    stacked view-major: (views·B, C, H, W), copy v of image k at row v·B + k."""
+    if views == 1 and jitter == 0:
+        return x
+    b, _, hh, ww = x.shape
+    j = min(jitter, hh - 1, ww - 1)
+    xp = torch.nn.functional.pad(x, (j, j, j, j), mode="reflect") if j else x
+    out = []
+    for _ in range(views):
+        off = torch.randint(0, 2 * j + 1, (b, 2), generator=rng).tolist()
+        flip = torch.rand(b, generator=rng) < 0.5
+        for k in range(b):
+            v = xp[k:k + 1, :, off[k][0]:off[k][0] + hh, off[k][1]:off[k][1] + ww]
+            out.append(v.flip(-1) if flip[k] else v)
+    return torch.cat(out)
+
+
 def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, code_shape: Sequence[int],
               xy: tuple[int, int] | None = None, iters: int = 200, lr: tuple[float, float] = (1.0, 1e-10),
               decay: float = 0.01, bounds: CodeBounds | None = None, init: torch.Tensor | None = None,
               seed: int = 0, save_every: int = 0, objective: str = "activation",
+              jitter: int = 0, views: int = 1,
               on_step: Callable[[int, float], None] | None = None) -> VisResult:
     """Maximise one unit of `target`'s `layer` over the code of generator G.
 
@@ -123,11 +142,14 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
         bounds: per-unit clip of the code; init: starting code (default: small random code).
         objective: "activation" (the paper: the unit's raw value) or "logprob" (log-softmax of a
             classifier layer's unit: the other classes are pushed down too).
+        jitter, views: robustness to small shifts (not in the paper): each step the objective is
+            averaged over `views` copies of G(h), each shifted by up to ±`jitter` pixels (reflect
+            padding) and flipped at random; jitter 0 and views 1 is the paper's plain ascent.
     """
     cb = (lambda i, acts: on_step(i, acts[0])) if on_step else None
     return visualize_many(G, target, layer, [unit], code_shape=code_shape, xy=xy, iters=iters, lr=lr,
                           decay=decay, bounds=bounds, init=init, seeds=[seed], save_every=save_every,
-                          objective=objective, on_step=cb)[0]
+                          objective=objective, jitter=jitter, views=views, on_step=cb)[0]
 
 
 def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Sequence[int], *,
@@ -135,7 +157,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
                    xy: tuple[int, int] | None = None, iters: int = 200,
                    lr: tuple[float, float] = (1.0, 1e-10), decay: float = 0.01,
                    bounds: CodeBounds | None = None, init: torch.Tensor | None = None, save_every: int = 0,
-                   objective: str = "activation",
+                   objective: str = "activation", jitter: int = 0, views: int = 1,
                    on_step: Callable[[int, list[float]], None] | None = None) -> list[VisResult]:
     """visualize() for several (unit, seed) pairs at once, as one batch: every code has its own
     step normalisation, so each run is the same as alone (the networks have no batch coupling).
@@ -144,6 +166,8 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     by all runs.
     """
     target.check_layers([layer])
+    if jitter < 0 or views < 1:
+        raise UsageError(f"jitter must be >= 0 and views >= 1, got {jitter} and {views}")
     if objective not in OBJECTIVES:
         raise UsageError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     seeds = list(seeds) if seeds is not None else [0]
@@ -174,17 +198,24 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
 
     results = [VisResult(image=torch.empty(0), code=h[i], activation=float("nan")) for i in range(n)]
     red = tuple(range(1, h.dim()))
+    rng = torch.Generator().manual_seed(seeds[0])
+    augment = jitter > 0 or views > 1
     for i in range(iters):
         h = h.detach().requires_grad_(True)
         x = G(h)
-        feats = target(x, [layer])[layer]
-        act = acts_of(feats)
-        if objective == "logprob":
-            if feats.dim() != 2:
-                raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
-            obj = acts_of(feats.float().log_softmax(1))
+        if augment:
+            feats_v = target(jitter_views(x, views, jitter, rng), [layer])[layer]
+            with torch.no_grad():
+                act = acts_of(target(x, [layer])[layer])
         else:
-            obj = act
+            feats_v = target(x, [layer])[layer]
+        if objective == "logprob" and feats_v.dim() != 2:
+            raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
+        scores = feats_v.float().log_softmax(1) if objective == "logprob" else feats_v
+        # views are stacked view-major: view v of run k is row v·n + k
+        obj = torch.stack([acts_of(scores[v * n:(v + 1) * n]) for v in range(views)]).mean(0)
+        if not augment:
+            act = acts_of(feats_v)
         (grad,) = torch.autograd.grad(obj.sum(), h)
         step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
         with torch.no_grad():

@@ -406,6 +406,11 @@ def test_fc_run_bridges_from_a_pool5_generator(full_run, tmp_path, images):
     assert invert(x, enc, load_generator(gen)).shape == (2, 3, 32, 32)
     with pytest.raises(UsageError, match="--image-size"):
         Trainer(fc.replace(image_size=64), tmp_path / "bad", CPU)
+    # continuing the bridged fc7 generator in a new run keeps its bridge and all its weights
+    cont = Trainer(fc.replace(init_generator=str(gen), bridge_steps=0), tmp_path / "more", CPU)
+    assert cont.bridge_layer is None and cont.gcfg.bridge == (256, 6, 6)
+    for k, v in cont.G.state_dict().items():
+        assert torch.equal(v, ck.tensors[k]), k
 
 
 def test_frozen_encoder_vae_from_pool5_generator(full_run, tmp_path):

@@ -194,3 +194,30 @@ def test_logprob_objective_raises_the_class_probability(tiny):
     _, conv = tiny
     with pytest.raises(UsageError, match="classifier layer"):
         visualize(G, conv, "conv5", 3, code_shape=(64,), iters=1, objective="logprob")
+
+
+def test_jitter_views_are_shifted_flipped_copies():
+    """jitter_views: view-major stack of copies, each a ±J shift (reflect padded) of its own
+    image, possibly mirrored; no jitter and one view is the input itself."""
+    from deepsim_cli.visualize import jitter_views
+
+    x = torch.rand(2, 3, 16, 16)
+    assert jitter_views(x, 1, 0, torch.Generator()) is x
+    v = jitter_views(x, 3, 2, torch.Generator().manual_seed(0))
+    assert v.shape == (6, 3, 16, 16)
+    xp = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="reflect")
+    for row in range(6):
+        k = row % 2
+        cands = [c for dy in range(5) for dx in range(5)
+                 for c in (xp[k, :, dy:dy + 16, dx:dx + 16], xp[k, :, dy:dy + 16, dx:dx + 16].flip(-1))]
+        assert any(torch.equal(v[row], c) for c in cands)
+    assert not all(torch.equal(v[r], x[r % 2]) for r in range(6))
+
+
+def test_jittered_ascent_raises_the_activation_and_refuses_bad_options(tiny):
+    G, _ = tiny
+    E = _LinearTarget()
+    r = visualize(G, E, "fc8", 3, code_shape=(64,), iters=6, jitter=3, views=4)
+    assert len(r.history) == 6 and r.activation > r.history[0]
+    with pytest.raises(UsageError, match="views"):
+        visualize(G, E, "fc8", 3, code_shape=(64,), iters=1, views=0)
