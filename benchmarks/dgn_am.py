@@ -70,6 +70,8 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, default=None)
     ap.add_argument("--lr-start", type=float, default=1.0)
     ap.add_argument("--objective", default="activation", choices=["activation", "logprob"])
+    ap.add_argument("--jitter", type=int, default=0, help="random shift (px) per view and step")
+    ap.add_argument("--views", type=int, default=1, help="jittered views averaged per step")
     ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
     a = ap.parse_args()
     torch.set_grad_enabled(True)
@@ -85,10 +87,10 @@ def main() -> None:
 
     t = time.perf_counter()
     visualize_many(gen.G, alex, "fc8", [classes[0]], seeds=[0], code_shape=gen.G.cfg.in_shape, iters=200,
-                   bounds=bounds)
+                   bounds=bounds, lr=(a.lr_start, 1e-10), objective=a.objective, jitter=a.jitter, views=a.views)
     one_unit_200 = time.perf_counter() - t
 
-    out: dict = {"lr_start": a.lr_start, "objective": a.objective, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
+    out: dict = {"lr_start": a.lr_start, "objective": a.objective, "jitter": a.jitter, "views": a.views, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
                  "one_unit_200_iters_s": round(one_unit_200, 2), "generator": str(gpath)}
     imgs = {}
     n_pix = a.seeds if a.pixel_seeds is None else a.pixel_seeds
@@ -102,7 +104,7 @@ def main() -> None:
             if method == "dgn_am":
                 runs = visualize_many(gen.G, alex, "fc8", u, seeds=s, code_shape=gen.G.cfg.in_shape,
                                       iters=a.iters, bounds=bounds, lr=(a.lr_start, 1e-10),
-                                      objective=a.objective)
+                                      objective=a.objective, jitter=a.jitter, views=a.views)
                 chunks.append(torch.stack([r.image for r in runs]))
             else:
                 chunks.append(pixel_am(alex, u, gen.image_size, a.iters, s))

@@ -125,6 +125,12 @@ def test_cli_grid_gif_and_json(weights_dir):
     assert all(0 <= x["prob"] <= 1 for x in info["results"])
     assert Path("v.png").is_file()
     assert iio.imread(info["gif"], index=None).shape[0] >= 4
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1", "--iters", "2", "--jitter", "3",
+                               "--views", "2", "-o", "j.png", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert Path("j.png").is_file() and len(json.loads(r.stdout)["results"]) == 1
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1", "--views", "0", "-o", "bad.png"])
+    assert r.exit_code == 2 and not Path("bad.png").exists()
 
 
 def test_cli_bad_class_is_one_line(weights_dir):

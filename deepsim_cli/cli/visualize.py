@@ -48,6 +48,12 @@ def visualize(
         "--objective", metavar="activation|logprob",
         help="Maximise the unit's raw activation (the paper) or, for a classifier layer, its log-softmax "
              "(pushes the other classes down too).")] = "activation",
+    jitter: Annotated[int, typer.Option(
+        "--jitter", min=0, metavar="PX",
+        help="Each step, shift the image by up to ±PX pixels (and flip it) before the target sees it "
+             "(not in the paper; makes the result less specific to one pixel grid).")] = 0,
+    views: Annotated[int, typer.Option("--views", min=1,
+                                       help="Randomly jittered copies averaged per step.")] = 1,
     xy: Annotated[Optional[str], typer.Option("--xy", metavar="X,Y", show_default=False,
                                               help="Spatial position for conv units (default: centre).")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", metavar="IMG", show_default=False,
@@ -135,7 +141,7 @@ def visualize(
     runs = lib_visualize_many(gen.G, target, layer, [u for u, _ in pairs], seeds=[s for _, s in pairs],
                               code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters, lr=(lr_start, lr_end),
                               decay=decay, bounds=bounds, init=init_code, save_every=save_every,
-                              objective=objective)
+                              objective=objective, jitter=jitter, views=views)
     if names is not None:
         with torch.no_grad():
             probs = target(torch.stack([r.image for r in runs]).to(dev), [layer])[layer].softmax(1).cpu()
