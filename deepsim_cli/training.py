@@ -130,6 +130,9 @@ class Trainer:
         elif init is not None and kind == "fc" and init.layer == cfg.layer:
             # continuing an fc generator that was itself bridged: keep its (already fitted) bridge
             bridge = tuple(GeneratorConfig.from_dict(init.config["generator"]).bridge)
+        # continuing a generator of the same layer: its steps count towards the exported total
+        self.prior_steps = init.train_steps if init is not None and init.layer == cfg.layer \
+            and cfg.model == "inverter" else 0
         self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
                                     tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
         if cfg.model == "inverter":
@@ -222,7 +225,8 @@ class Trainer:
         save_checkpoint(path, self.G.state_dict(), kind=kind,
                         config={"generator": self.gcfg.to_dict(), "train": self.cfg.to_dict()},
                         encoder=self.cfg.encoder, layer=layer, encoder_sha256=self.encoder.sha256,
-                        train_steps=self.step, metrics=metrics or {})
+                        train_steps=self.prior_steps + self.step, metrics=metrics or {},
+                        extra={"prior_steps": str(self.prior_steps)} if self.prior_steps else None)
         return path
 
     # ------------------------------------------------------------------ step

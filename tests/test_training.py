@@ -411,6 +411,9 @@ def test_fc_run_bridges_from_a_pool5_generator(full_run, tmp_path, images):
     assert cont.bridge_layer is None and cont.gcfg.bridge == (256, 6, 6)
     for k, v in cont.G.state_dict().items():
         assert torch.equal(v, ck.tensors[k]), k
+    more = load_checkpoint(train(fc.replace(init_generator=str(gen), bridge_steps=0, steps=2, img_warmup=0),
+                                 run_dir=tmp_path / "more2", images=images), kind="generator")
+    assert more.train_steps == 12 and more.extra["prior_steps"] == "10"  # 10 before + 2 here
 
 
 def test_frozen_encoder_vae_from_pool5_generator(full_run, tmp_path):
