@@ -37,6 +37,19 @@ for L in fc6 fc7 fc8; do
   deepsim eval --data "$DATA/imagenette-160-val.tar" --layer $L --weights runs/$L-128/generator.safetensors --n 500 --json > runs/$L-128-eval.json
   python tools/ship_generator.py runs/$L-128/generator.safetensors --metrics runs/$L-128-eval.json
 done
+# The shipped fc7 / fc8 first runs stopped at 880 / 896 steps (shared cores, shorter limit); a later
+# session continued each to fc6's 1,607 steps from the shipped file (fresh D, image-loss warm start
+# again; the export's train_steps counts both runs). With the FC_TIME above reaching ~1,600 steps
+# on a quiet machine, this step is not needed.
+for L_N in fc7:727 fc8:711; do
+  L=${L_N%:*}; N=${L_N#*:}
+  deepsim train --layer $L --data "$DATA/imagenette-160-train.tar" --out runs/$L-more \
+      --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
+      --w-img 2.0 --feature-cache --load-size 128 --img-warmup 150 \
+      --init-generator weights/alexnet-$L-generator.safetensors --steps $N --grid-every 250 --ckpt-every 250
+  deepsim eval --data "$DATA/imagenette-160-val.tar" --layer $L --weights runs/$L-more/generator.safetensors --n 500 --json > runs/$L-more-eval.json
+  python tools/ship_generator.py runs/$L-more/generator.safetensors --metrics runs/$L-more-eval.json
+done
 # DGN-AM code bounds for the shipped fc6 generator (cached beside it)
 deepsim visualize --compute-bounds --data "$DATA/imagenette-160-train.tar"
 
