@@ -163,7 +163,8 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     step normalisation, so each run is the same as alone (the networks have no batch coupling).
 
     `units` and `seeds` pair up (a single seed or unit is repeated); `init` is one code shared
-    by all runs.
+    by all runs. With `jitter`/`views` the random shifts are drawn for the whole batch (seeded by
+    the first seed), so a run's shifts then depend on the batch it is in.
     """
     target.check_layers([layer])
     if jitter < 0 or views < 1:
