@@ -35,7 +35,9 @@ def test_sampling_is_deterministic_and_per_item(vae_file):
     a = sample(vae, 4, seed=3)
     assert a.shape == (4, 3, 32, 32)
     assert torch.equal(a, sample(vae, 4, seed=3))
-    assert torch.equal(a[:2], sample(vae, 2, seed=3))          # sample i does not depend on n
+    # sample i does not depend on n (up to float rounding: BLAS may block a batch of 2 and of 4
+    # differently, so bit-equality across batch sizes is not guaranteed)
+    assert torch.allclose(a[:2], sample(vae, 2, seed=3), atol=1e-5)
     assert not torch.equal(a, sample(vae, 4, seed=4))
     assert torch.equal(sample(vae, 2, seed=3, temperature=0.0)[0], sample(vae, 2, seed=5, temperature=0.0)[1])
 
