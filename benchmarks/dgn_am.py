@@ -85,9 +85,13 @@ def main() -> None:
     pairs = [(c, s) for c in classes for s in range(a.seeds)]
     units, seeds = [c for c, _ in pairs], [s for _, s in pairs]
 
+    def dgn_am(units: list[int], seeds: list[int], iters: int):
+        return visualize_many(gen.G, alex, "fc8", units, seeds=seeds, code_shape=gen.G.cfg.in_shape, iters=iters,
+                              bounds=bounds, lr=(a.lr_start, 1e-10), objective=a.objective,
+                              jitter=a.jitter, views=a.views)
+
     t = time.perf_counter()
-    visualize_many(gen.G, alex, "fc8", [classes[0]], seeds=[0], code_shape=gen.G.cfg.in_shape, iters=200,
-                   bounds=bounds, lr=(a.lr_start, 1e-10), objective=a.objective, jitter=a.jitter, views=a.views)
+    dgn_am([classes[0]], [0], 200)
     one_unit_200 = time.perf_counter() - t
 
     out: dict = {"lr_start": a.lr_start, "objective": a.objective, "jitter": a.jitter, "views": a.views, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
@@ -102,10 +106,7 @@ def main() -> None:
         for i in range(0, len(m_units), a.chunk):
             u, s = m_units[i:i + a.chunk], m_seeds[i:i + a.chunk]
             if method == "dgn_am":
-                runs = visualize_many(gen.G, alex, "fc8", u, seeds=s, code_shape=gen.G.cfg.in_shape,
-                                      iters=a.iters, bounds=bounds, lr=(a.lr_start, 1e-10),
-                                      objective=a.objective, jitter=a.jitter, views=a.views)
-                chunks.append(torch.stack([r.image for r in runs]))
+                chunks.append(torch.stack([r.image for r in dgn_am(u, s, a.iters)]))
             else:
                 chunks.append(pixel_am(alex, u, gen.image_size, a.iters, s))
         imgs[method] = torch.cat(chunks)

@@ -120,19 +120,19 @@ class Trainer:
                 self.encoder.check_layers(["fc6"])
         kind = "fc" if len(shape) == 1 else "conv"
         bridge: tuple[int, ...] = ()
-        if init is not None and kind == "fc" and (cfg.model == "vae" or init.layer != cfg.layer):
-            icfg = GeneratorConfig.from_dict(init.config["generator"])
+        icfg = GeneratorConfig.from_dict(init.config["generator"]) if init is not None else None
+        # continuing a generator of the same layer (a later session): it keeps its architecture,
+        # its bridge included, and its steps count towards the exported total
+        continuing = init is not None and cfg.model == "inverter" and init.layer == cfg.layer
+        if continuing:
+            bridge = tuple(icfg.bridge)
+        elif init is not None and kind == "fc":
             if init.encoder == cfg.encoder and icfg.kind == "conv":
                 bridge, self.bridge_layer = icfg.in_shape, init.layer
             elif cfg.model == "vae":
                 raise UsageError(f"--init-generator {cfg.init_generator}: a VAE decoder starts "
                                  f"from a conv-layer (pool5) generator of {cfg.encoder}")
-        elif init is not None and kind == "fc" and init.layer == cfg.layer:
-            # continuing an fc generator that was itself bridged: keep its (already fitted) bridge
-            bridge = tuple(GeneratorConfig.from_dict(init.config["generator"]).bridge)
-        # continuing a generator of the same layer: its steps count towards the exported total
-        self.prior_steps = init.train_steps if init is not None and init.layer == cfg.layer \
-            and cfg.model == "inverter" else 0
+        self.prior_steps = init.train_steps if continuing else 0
         self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
                                     tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
         if cfg.model == "inverter":

@@ -200,23 +200,21 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     results = [VisResult(image=torch.empty(0), code=h[i], activation=float("nan")) for i in range(n)]
     red = tuple(range(1, h.dim()))
     rng = torch.Generator().manual_seed(seeds[0])
-    augment = jitter > 0 or views > 1
     for i in range(iters):
         h = h.detach().requires_grad_(True)
         x = G(h)
-        if augment:
-            feats_v = target(jitter_views(x, views, jitter, rng), [layer])[layer]
-            with torch.no_grad():
-                act = acts_of(target(x, [layer])[layer])
-        else:
-            feats_v = target(x, [layer])[layer]
+        xv = jitter_views(x, views, jitter, rng)  # x itself without jitter
+        feats_v = target(xv, [layer])[layer]
         if objective == "logprob" and feats_v.dim() != 2:
             raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
         scores = feats_v.float().log_softmax(1) if objective == "logprob" else feats_v
         # views are stacked view-major: view v of run k is row v·n + k
         obj = torch.stack([acts_of(scores[v * n:(v + 1) * n]) for v in range(views)]).mean(0)
-        if not augment:
+        if xv is x:
             act = acts_of(feats_v)
+        else:  # the reported activation is the unshifted image's
+            with torch.no_grad():
+                act = acts_of(target(x, [layer])[layer])
         (grad,) = torch.autograd.grad(obj.sum(), h)
         step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
         with torch.no_grad():
