@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--objective", default="activation", choices=["activation", "logprob"])
     ap.add_argument("--jitter", type=int, default=0, help="random shift (px) per view and step")
     ap.add_argument("--views", type=int, default=1, help="jittered views averaged per step")
+    ap.add_argument("--init-code", type=Path, default=None, help="torch file with a 'mean' code to start from")
     ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
     a = ap.parse_args()
     torch.set_grad_enabled(True)
@@ -80,6 +81,7 @@ def main() -> None:
     teacher = build_encoder("mobilenet_v2")
     gen = load_generator(gpath, encoder=alex)
     bounds = CodeBounds.load(bounds_path(gpath))
+    init = torch.load(a.init_code)["mean"] if a.init_code else None
     classes = torch.randperm(1000, generator=torch.Generator().manual_seed(a.pick_seed))[:a.classes].tolist()
     names = imagenet_classes()
     pairs = [(c, s) for c in classes for s in range(a.seeds)]
@@ -88,7 +90,7 @@ def main() -> None:
     def dgn_am(units: list[int], seeds: list[int], iters: int):
         return visualize_many(gen.G, alex, "fc8", units, seeds=seeds, code_shape=gen.G.cfg.in_shape, iters=iters,
                               bounds=bounds, lr=(a.lr_start, 1e-10), objective=a.objective,
-                              jitter=a.jitter, views=a.views)
+                              jitter=a.jitter, views=a.views, init=init)
 
     t = time.perf_counter()
     dgn_am([classes[0]], [0], 200)
