@@ -25,6 +25,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.images import make_grid, save_image  # noqa: E402
 from deepsim_cli.inference import load_generator, shipped_generator_path  # noqa: E402
@@ -72,7 +73,8 @@ def main() -> None:
     ap.add_argument("--objective", default="activation", choices=["activation", "logprob"])
     ap.add_argument("--jitter", type=int, default=0, help="random shift (px) per view and step")
     ap.add_argument("--views", type=int, default=1, help="jittered views averaged per step")
-    ap.add_argument("--init-code", type=Path, default=None, help="torch file with a 'mean' code to start from")
+    ap.add_argument("--init-mean", type=Path, default=None,
+                    help="start every run from the mean fc6 code of 2,000 images of this DIR|TAR")
     ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
     a = ap.parse_args()
     torch.set_grad_enabled(True)
@@ -81,7 +83,13 @@ def main() -> None:
     teacher = build_encoder("mobilenet_v2")
     gen = load_generator(gpath, encoder=alex)
     bounds = CodeBounds.load(bounds_path(gpath))
-    init = torch.load(a.init_code)["mean"] if a.init_code else None
+    init = None
+    if a.init_mean:  # 2,000 images picked with seed 0, at the generator's resolution
+        arr, _ = load_array(str(a.init_mean), gen.image_size)
+        arr = arr[torch.randperm(len(arr), generator=torch.Generator().manual_seed(0))[:2000].numpy()]
+        with torch.no_grad():
+            init = torch.cat([alex(to_float(torch.from_numpy(arr[i:i + 64])), ["fc6"])["fc6"]
+                              for i in range(0, len(arr), 64)]).mean(0)
     classes = torch.randperm(1000, generator=torch.Generator().manual_seed(a.pick_seed))[:a.classes].tolist()
     names = imagenet_classes()
     pairs = [(c, s) for c in classes for s in range(a.seeds)]
@@ -96,7 +104,8 @@ def main() -> None:
     dgn_am([classes[0]], [0], 200)
     one_unit_200 = time.perf_counter() - t
 
-    out: dict = {"lr_start": a.lr_start, "objective": a.objective, "jitter": a.jitter, "views": a.views, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
+    out: dict = {"lr_start": a.lr_start, "objective": a.objective, "jitter": a.jitter, "views": a.views,
+                 "init_mean": str(a.init_mean) if a.init_mean else None, "classes": [names[c] for c in classes], "seeds": a.seeds, "iters": a.iters,
                  "one_unit_200_iters_s": round(one_unit_200, 2), "generator": str(gpath)}
     imgs = {}
     n_pix = a.seeds if a.pixel_seeds is None else a.pixel_seeds
