@@ -115,6 +115,28 @@ def test_cli_needs_bounds_then_computes_them(weights_dir):
     assert Path(r.stdout.strip()) == weights_dir / "alexnet-fc6-generator.bounds.safetensors"
 
 
+def test_cli_bounds_from_several_sources_cover_them_all(weights_dir, tmp_path):
+    """Repeated --data: the bounds are those of the union of the sources' codes."""
+    from deepsim_cli.data import load_array, to_float
+
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    src = sorted(p for p in IMAGES.iterdir() if p.suffix.lower() in (".jpg", ".png"))[0]
+    iio.imwrite(extra / "noise.png", torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8,
+                                                     generator=torch.Generator().manual_seed(0)).numpy())
+    shutil.copy(src, extra / src.name)
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES),
+                               "--data", str(extra)])
+    assert r.exit_code == 0, r.stderr
+    got = CodeBounds.load(weights_dir / "alexnet-fc6-generator.bounds.safetensors")
+    arr, _ = load_array([str(IMAGES), str(extra)], 32)
+    assert len(arr) == len(load_array(str(IMAGES), 32)[0]) + 2
+    with torch.no_grad():
+        want = compute_bounds(build_encoder("alexnet")(to_float(torch.from_numpy(arr)), ["fc6"])["fc6"])
+    torch.testing.assert_close(got.hi, want.hi)
+    torch.testing.assert_close(got.lo, want.lo)
+
+
 def test_cli_grid_gif_and_json(weights_dir):
     _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
     r = _runner().invoke(app, ["--device", "cpu", "visualize", "--class", "bell pepper", "--unit", "1",

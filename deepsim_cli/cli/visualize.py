@@ -63,8 +63,9 @@ def visualize(
                                             help="Write a GIF of the optimisation, a frame every K steps.")] = 0,
     compute_bounds: Annotated[bool, typer.Option(
         "--compute-bounds", help="Compute the code bounds from --data and cache them beside the generator.")] = False,
-    data: Annotated[Optional[Path], typer.Option("--data", metavar="DIR|TAR", show_default=False,
-                                                 help="Real images for --compute-bounds.")] = None,
+    data: Annotated[Optional[list[Path]], typer.Option(
+        "--data", metavar="DIR|TAR", show_default=False,
+        help="Real images for --compute-bounds (repeatable: the generator's training sets).")] = None,
     no_bounds: Annotated[bool, typer.Option("--no-bounds", help="Do not clip the code.")] = False,
     out: OutOpt = None,
     device: DeviceOpt = None,
@@ -107,13 +108,13 @@ def visualize(
     gpath = weights if weights is not None else shipped_generator_path(code_layer)
     bpath = bounds_path(gpath)
     if compute_bounds:
-        if data is None:
+        if not data:
             raise UsageError("--compute-bounds needs --data DIR|TAR (real images)")
-        arr, _ = load_array(str(data), gen.image_size)
+        arr, _ = load_array([str(d) for d in data], gen.image_size)
         with torch.no_grad():
             codes = torch.cat([alex(to_float(torch.from_numpy(arr[i:i + 64])).to(dev), [code_layer])[code_layer].cpu()
                                for i in range(0, len(arr), 64)])
-        lib_bounds(codes).save(bpath, source=str(data))
+        lib_bounds(codes).save(bpath, source=", ".join(str(d) for d in data))
         say(opts, f"bounds from {len(arr)} images → {bpath}")
         if not unit and not class_name:
             typer.echo(str(bpath))
