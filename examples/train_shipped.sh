@@ -50,8 +50,19 @@ for L_N in fc7:727 fc8:711; do
   deepsim eval --data "$DATA/imagenette-160-val.tar" --layer $L --weights runs/$L-more/generator.safetensors --n 500 --json > runs/$L-more-eval.json
   python tools/ship_generator.py runs/$L-more/generator.safetensors --metrics runs/$L-more-eval.json
 done
-# DGN-AM code bounds for the shipped fc6 generator (cached beside it)
-deepsim visualize --compute-bounds --data "$DATA/imagenette-160-train.tar"
+# fc6 again, for the DGN-AM prior (issue 6): the 1,607-step file above (Imagenette only, 10 classes)
+# continued on Imagenette + Tiny ImageNet (200 more classes, 64 px upsampled to 128; 21,469 images),
+# fresh D and image-loss warm start; a first run of 62 minutes, then resumed for 30 more.
+TWO="--data $DATA/imagenette-160-train.tar --data $DATA/tinyimagenet-64-train.tar"
+deepsim train --layer fc6 $TWO --out runs/fc6-div \
+    --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
+    --w-img 2.0 --feature-cache --load-size 128 --img-warmup 150 \
+    --init-generator weights/alexnet-fc6-generator.safetensors --steps 100000 --time-limit 62m --grid-every 250 --ckpt-every 250
+deepsim train --out runs/fc6-div --resume --time-limit 30m
+deepsim eval --data "$DATA/imagenette-160-val.tar" --layer fc6 --weights runs/fc6-div/generator.safetensors --n 500 --json > runs/fc6-div-eval.json
+python tools/ship_generator.py runs/fc6-div/generator.safetensors --metrics runs/fc6-div-eval.json
+# DGN-AM code bounds for the shipped fc6 generator (cached beside it), from both of its training sets
+deepsim visualize --compute-bounds $TWO
 
 # VAE (issue 7): encoder = the shipped AlexNet conv1–fc6, kept fixed (its fc6 cached), μ / log σ²
 # heads + decoder trained; the decoder is bridged from the pool5 generator like the fc ones, and the
