@@ -25,7 +25,8 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from deepsim_cli.data import load_array, to_float  # noqa: E402
+from deepsim_cli.data import load_array  # noqa: E402
+from deepsim_cli.metrics import encode_batched  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.images import make_grid, save_image  # noqa: E402
 from deepsim_cli.inference import load_generator, shipped_generator_path  # noqa: E402
@@ -88,8 +89,7 @@ def main() -> None:
         arr, _ = load_array(str(a.init_mean), gen.image_size)
         arr = arr[torch.randperm(len(arr), generator=torch.Generator().manual_seed(0))[:2000].numpy()]
         with torch.no_grad():
-            init = torch.cat([alex(to_float(torch.from_numpy(arr[i:i + 64])), ["fc6"])["fc6"]
-                              for i in range(0, len(arr), 64)]).mean(0)
+            init = encode_batched(alex, arr, "fc6", 64).mean(0)
     classes = torch.randperm(1000, generator=torch.Generator().manual_seed(a.pick_seed))[:a.classes].tolist()
     names = imagenet_classes()
     pairs = [(c, s) for c in classes for s in range(a.seeds)]

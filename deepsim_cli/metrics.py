@@ -96,12 +96,25 @@ class LPIPSAlex(torch.nn.Module):
 
 
 @torch.no_grad()
-def encode_batched(encoder, x: torch.Tensor, layer: str, batch: int = 100) -> torch.Tensor:
+def encode_batched(encoder, x, layer: str, batch: int = 100) -> torch.Tensor:
     """`layer` features of `x` as one float CPU tensor, encoded `batch` images at a time on the
-    encoder's device (x may live anywhere)."""
+    encoder's device (x may live anywhere).
+
+    `x` is an (N, 3, H, W) float tensor in [-1, 1], or a uint8 (N, H, W, 3) array / tensor as
+    `data.load_array` returns it, converted one batch at a time (so a large image set never
+    exists as float in memory).
+    """
+    from .data import to_float
     dev = next(iter(encoder.parameters()), torch.empty(0)).device
-    return torch.cat([encoder(x[i:i + batch].to(dev), [layer])[layer].float().cpu()
-                      for i in range(0, len(x), batch)])
+    if not torch.is_tensor(x):
+        x = torch.from_numpy(x)
+    if x.dtype == torch.uint8:
+        def part(i):
+            return to_float(x[i:i + batch]).to(dev)
+    else:
+        def part(i):
+            return x[i:i + batch].to(dev)
+    return torch.cat([encoder(part(i), [layer])[layer].float().cpu() for i in range(0, len(x), batch)])
 
 
 @torch.no_grad()

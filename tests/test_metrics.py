@@ -121,6 +121,18 @@ def test_encode_batched_matches_one_pass_and_mean_metrics_rows():
     assert noisy["img_err"] > 1 and noisy["feat_err"] > 1 and noisy["psnr"] < m["psnr"]
 
 
+def test_encode_batched_takes_uint8_nhwc_array_and_tensor():
+    from deepsim_cli.data import to_float
+    enc = build_encoder("alexnet-random")
+    u8 = torch.randint(0, 256, (5, 32, 32, 3), generator=torch.Generator().manual_seed(6), dtype=torch.uint8)
+    with torch.no_grad():
+        whole = enc(to_float(u8), ["conv3"])["conv3"]
+        f_arr = encode_batched(enc, u8.numpy(), "conv3", batch=2)
+        f_t = encode_batched(enc, u8, "conv3", batch=3)
+    assert f_arr.shape == whole.shape and f_arr.dtype == torch.float32
+    assert torch.allclose(f_arr, whole, atol=1e-5) and torch.allclose(f_t, whole, atol=1e-5)
+
+
 def test_optimize_invert_reduces_feature_loss():
     enc = build_encoder("alexnet-random")
     target_img = _img(1, 32, seed=3)

@@ -92,10 +92,11 @@ def visualize(
     """
     import torch
 
-    from ..data import load_array, to_float
+    from ..data import load_array
     from ..errors import UsageError
     from ..images import make_grid, save_gif, save_image
     from ..inference import shipped_generator_path
+    from ..metrics import encode_batched
     from ..visualize import CodeBounds, bounds_path, compute_bounds as lib_bounds, imagenet_classes, \
         resolve_class, visualize_many as lib_visualize_many
 
@@ -112,8 +113,7 @@ def visualize(
             raise UsageError("--compute-bounds needs --data DIR|TAR (real images)")
         arr, _ = load_array([str(d) for d in data], gen.image_size)
         with torch.no_grad():
-            codes = torch.cat([alex(to_float(torch.from_numpy(arr[i:i + 64])).to(dev), [code_layer])[code_layer].cpu()
-                               for i in range(0, len(arr), 64)])
+            codes = encode_batched(alex, arr, code_layer, 64)
         lib_bounds(codes).save(bpath, source=", ".join(str(d) for d in data))
         say(opts, f"bounds from {len(arr)} images → {bpath}")
         if not unit and not class_name:
