@@ -199,7 +199,8 @@ class Trainer:
         t.update(_optimizer_tensors(self.optD, "optD"))
         save_checkpoint(self.state_path(), t, kind="train-state", config=self.cfg.to_dict(),
                         encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
-                        extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg)})
+                        extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg),
+                               "prior_steps": str(self.prior_steps)})
 
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
@@ -217,6 +218,10 @@ class Trainer:
         self.d_paused = ck.extra.get("d_paused") == "1"
         self.g_norm_avg = float(ck.extra.get("g_norm_avg", "0.0"))
         self.g_norm_steps = 20 if self.g_norm_avg > 0 else 0
+        # the steps of the --init-generator file as they were when the run began (that file may
+        # since have been overwritten, e.g. by shipping this very run's export)
+        if "prior_steps" in ck.extra:
+            self.prior_steps = int(ck.extra["prior_steps"])
 
     def export_generator(self, path: Path | None = None, metrics: dict | None = None) -> Path:
         """Write the generator in the shipped format (what `deepsim invert --weights` loads)."""

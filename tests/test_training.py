@@ -7,6 +7,7 @@ Every run here is a few steps of a 32 px generator of width 0.125; the encoder s
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 from pathlib import Path
 
@@ -414,6 +415,11 @@ def test_fc_run_bridges_from_a_pool5_generator(full_run, tmp_path, images):
     more = load_checkpoint(train(fc.replace(init_generator=str(gen), bridge_steps=0, steps=2, img_warmup=0),
                                  run_dir=tmp_path / "more2", images=images), kind="generator")
     assert more.train_steps == 12 and more.extra["prior_steps"] == "10"  # 10 before + 2 here
+    # shipping the export over the init file must not change the count a resume reports
+    shutil.copy(tmp_path / "more2" / "generator.safetensors", gen)
+    resumed = load_checkpoint(train(fc.replace(init_generator=str(gen), bridge_steps=0, steps=3, img_warmup=0),
+                                    run_dir=tmp_path / "more2", images=images, resume=True), kind="generator")
+    assert resumed.train_steps == 13 and resumed.extra["prior_steps"] == "10"
 
 
 def test_frozen_encoder_vae_from_pool5_generator(full_run, tmp_path):
