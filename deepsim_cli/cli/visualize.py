@@ -86,6 +86,8 @@ def visualize(
 
       deepsim visualize --class "bell pepper" --class goldfish --seeds 0,1,2
 
+      deepsim visualize --class mushroom --objective logprob --jitter 4 --views 2
+
       deepsim visualize --encoder mobilenet_v2 --layer logits --unit 1 --save-every 10
 
       deepsim visualize --compute-bounds --data ../shared/data/imagenette-160-train.tar
