@@ -106,15 +106,13 @@ def encode_batched(encoder, x, layer: str, batch: int = 100) -> torch.Tensor:
     """
     from .data import to_float
     dev = next(iter(encoder.parameters()), torch.empty(0)).device
-    if not torch.is_tensor(x):
-        x = torch.from_numpy(x)
-    if x.dtype == torch.uint8:
-        def part(i):
-            return to_float(x[i:i + batch]).to(dev)
-    else:
-        def part(i):
-            return x[i:i + batch].to(dev)
-    return torch.cat([encoder(part(i), [layer])[layer].float().cpu() for i in range(0, len(x), batch)])
+    x = x if torch.is_tensor(x) else torch.from_numpy(x)
+    feats = []
+    for i in range(0, len(x), batch):
+        b = x[i:i + batch]
+        b = to_float(b) if b.dtype == torch.uint8 else b
+        feats.append(encoder(b.to(dev), [layer])[layer].float().cpu())
+    return torch.cat(feats)
 
 
 @torch.no_grad()
