@@ -52,8 +52,9 @@ for L_N in fc7:727 fc8:711; do
 done
 # fc6 again, for the DGN-AM prior (issue 6): the 1,607-step file above (Imagenette only, 10 classes)
 # continued on Imagenette + Tiny ImageNet (200 more classes, 64 px upsampled to 128; 21,469 images),
-# fresh D and image-loss warm start; a first run of 62 minutes, then resumed for 30, 30 and 85 more
-# (12,305 steps in all; the shipped file has 13,912 with the first 1,607).
+# fresh D and image-loss warm start; a first run of 62 minutes, then resumed for 30, 30, 85, 48 (cut
+# off by the session's end after its step-12,750 checkpoint; the next resume starts there) and 92
+# more (18,097 steps in all; the shipped file has 19,704 with the first 1,607).
 TWO="--data $DATA/imagenette-160-train.tar --data $DATA/tinyimagenet-64-train.tar"
 deepsim train --layer fc6 $TWO --out runs/fc6-div \
     --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
@@ -62,6 +63,8 @@ deepsim train --layer fc6 $TWO --out runs/fc6-div \
 deepsim train --out runs/fc6-div --resume --time-limit 30m
 deepsim train --out runs/fc6-div --resume --time-limit 30m
 deepsim train --out runs/fc6-div --resume --time-limit 85m
+deepsim train --out runs/fc6-div --resume --time-limit 48m   # cut off at ~19 min
+deepsim train --out runs/fc6-div --resume --time-limit 92m
 deepsim eval --data "$DATA/imagenette-160-val.tar" --layer fc6 --weights runs/fc6-div/generator.safetensors --n 500 --json > runs/fc6-div-eval.json
 python tools/ship_generator.py runs/fc6-div/generator.safetensors --metrics runs/fc6-div-eval.json
 # DGN-AM code bounds for the shipped fc6 generator (cached beside it), from both of its training sets
