@@ -63,7 +63,7 @@ deepsim train --layer fc6 $TWO --out runs/fc6-div \
 deepsim train --out runs/fc6-div --resume --time-limit 30m
 deepsim train --out runs/fc6-div --resume --time-limit 30m
 deepsim train --out runs/fc6-div --resume --time-limit 85m
-deepsim train --out runs/fc6-div --resume --time-limit 48m   # cut off at ~19 min
+deepsim train --out runs/fc6-div --resume --time-limit 48m   # cut off; its last checkpoint (~16 min in) was resumed
 deepsim train --out runs/fc6-div --resume --time-limit 92m
 deepsim eval --data "$DATA/imagenette-160-val.tar" --layer fc6 --weights runs/fc6-div/generator.safetensors --n 500 --json > runs/fc6-div-eval.json
 python tools/ship_generator.py runs/fc6-div/generator.safetensors --metrics runs/fc6-div-eval.json
