@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--comparator-size", type=int, default=224)
     a = ap.parse_args()
     enc = build_encoder("alexnet")
-    enc.input_size = a.comparator_size
+    enc = enc.with_input_size(a.comparator_size)
     arr, _ = load_array(a.data, a.size, limit=a.n)
     x = to_float(torch.from_numpy(arr))
     mean_bgr = torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)

@@ -191,8 +191,12 @@ def load_checkpoint(
     )
 
 
-def load_state_dict_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], what: str) -> None:
-    """load_state_dict(strict=True) with dtype adaptation and a one-line error on mismatch."""
+def load_state_dict_strict(module: torch.nn.Module, tensors: Mapping[str, torch.Tensor], what: str, *,
+                           assign: bool = False) -> None:
+    """load_state_dict(strict=True) with dtype adaptation and a one-line error on mismatch.
+
+    `assign=True` puts the (converted) tensors in place of the module's own, which is how a
+    module built on the meta device (no random init, no memory) gets its weights."""
     own = module.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -205,4 +209,4 @@ def load_state_dict_strict(module: torch.nn.Module, tensors: Mapping[str, torch.
     for k, v in tensors.items():
         if own[k].shape != v.shape:
             raise UsageError(f"{what}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
+    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True, assign=assign)

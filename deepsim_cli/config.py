@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .losses import DEFAULT_WEIGHTS
+from .loss_weights import DEFAULT_WEIGHTS
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class TrainConfig:
     d_resume_above: float = 0.5       # ... until it rises above this
     g_pause_above: float = 10.0       # skip G's update while L_discr / L_adv > this
     seed: int = 0
-    amp: bool = True                  # bf16 autocast on CUDA
+    precision: str = "auto"           # auto | bf16 | fp32: bf16 autocast on CUDA and bf16-capable CPUs
     log_every: int = 10
     grid_every: int = 500
     ckpt_every: int = 500
@@ -72,7 +72,7 @@ class TrainConfig:
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         names = {f.name: f for f in dataclasses.fields(cls)}
         kw = {}
-        for k, v in d.items():
+        for k, v in migrate_config(d).items():
             if k not in names:
                 continue
             if isinstance(v, list):
@@ -82,6 +82,15 @@ class TrainConfig:
 
     def replace(self, **kw) -> "TrainConfig":
         return dataclasses.replace(self, **kw)
+
+
+def migrate_config(d: dict[str, Any]) -> dict[str, Any]:
+    """Old run configs in today's terms: `amp` (bf16 on CUDA only) became `precision`."""
+    d = dict(d)
+    if "amp" in d:
+        amp = d.pop("amp")
+        d.setdefault("precision", "auto" if amp else "fp32")
+    return d
 
 
 def write_json(path: str | Path, obj: Any) -> None:

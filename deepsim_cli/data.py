@@ -166,14 +166,18 @@ def random_resized_crop(x: torch.Tensor, out_size: int, g: torch.Generator, *,
 
 
 def color_jitter(x: torch.Tensor, g: torch.Generator, strength: float = 0.3) -> torch.Tensor:
-    """Per-image brightness / contrast / saturation jitter on [-1, 1] images."""
+    """Per-image brightness / contrast / saturation jitter on [-1, 1] images.
+
+    Saturation s, contrast c and brightness b compose to one affine map per image,
+    c·(s·x + (1 − s)·gray) + (1 − c)·m + b with m the image mean (saturation leaves m unchanged),
+    applied in one fused pass (three passes over a 224 px batch cost more than AlexNet in bf16).
+    """
     b = x.shape[0]
     dev = x.device
     br = (torch.empty(b, 1, 1, 1).uniform_(-strength, strength, generator=g)).to(dev)
     ct = (1 + torch.empty(b, 1, 1, 1).uniform_(-strength, strength, generator=g)).to(dev)
     sat = (1 + torch.empty(b, 1, 1, 1).uniform_(-strength, strength, generator=g)).to(dev)
     gray = x.mean(1, keepdim=True)
-    x = gray + (x - gray) * sat
-    m = x.mean((1, 2, 3), keepdim=True)
-    x = (x - m) * ct + m + br
-    return x.clamp(-1, 1)
+    m = gray.mean((2, 3), keepdim=True)
+    shift = torch.addcmul((1 - ct) * m + br, gray, ct * (1 - sat))  # (B, 1, H, W)
+    return torch.addcmul(shift, x, ct * sat).clamp_(-1, 1)

@@ -25,6 +25,7 @@ import torchvision
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import color_jitter, load_array, random_resized_crop, step_generator, to_float
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, weights_dir
+from .precision import autocast
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,8 @@ class DistillConfig:
     crop_scale: tuple[float, float] = (0.2, 1.0)
     teacher_size: int = 224       # the teacher's view of each crop (160 is ~2.5x cheaper on a CPU)
     seed: int = 0
-    amp: bool = True
+    precision: str = "auto"       # auto | bf16 | fp32 (deepsim_cli.precision): the teacher and the
+                                  # student's conv layers under autocast; the head's loss in float32
     log_every: int = 50
     ckpt_every: int = 1000
     time_limit: float | None = None
@@ -66,27 +68,40 @@ def _cutmix(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return x
 
 
-def teacher_student(device: torch.device):
-    """(teacher MobileNetV2 in eval, AlexNet with frozen genuine convs and a fresh head)."""
-    teacher = build_encoder("mobilenet_v2", device=device).model.eval()
+def teacher_student(device: torch.device, *, fold_bn: bool = True):
+    """(teacher MobileNetV2 in eval, AlexNet with frozen genuine convs and a fresh head).
+
+    The teacher's BatchNorm layers are folded into its convs (same outputs, faster) unless
+    `fold_bn` is False: DeepInversion matches their running statistics."""
+    if fold_bn:
+        teacher = build_encoder("mobilenet_v2", device=device).model.eval()
+    else:
+        teacher = torchvision.models.mobilenet_v2(weights=None)
+        teacher.load_state_dict(load_checkpoint(weights_dir() / "mobilenet_v2.safetensors").tensors)
+        teacher = teacher.eval().to(device)
     student = torchvision.models.alexnet(weights=None)
     conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors").tensors
     student.features.load_state_dict({k[len("features."):]: v.float() for k, v in conv.items()
                                       if k.startswith("features.")})
     student.features.requires_grad_(False)
+    student.features.to(memory_format=torch.channels_last)
     return teacher, student.to(device)
 
 
 def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 128, iters: int = 500,
                    batch: int = 256, lr: float = 0.1, r_bn: float = 0.05, r_tv: float = 2.0,
-                   r_l2: float = 1e-5, seed: int = 0, device: torch.device,
+                   r_l2: float = 1e-5, seed: int = 0, device: torch.device, precision: str = "auto",
                    log: Callable[[str], None] = print) -> np.ndarray:
     """Synthesize one image per entry of `classes` by DeepInversion (Yin et al., CVPR 2020).
 
     Inputs are optimised so the teacher predicts the class and every BatchNorm layer's batch
-    statistics match its running statistics. Returns (N, size, size, 3) uint8.
+    statistics match its running statistics (the statistics and losses in float32 whatever the
+    `precision` of the forward pass). Returns (N, size, size, 3) uint8.
     """
     bns = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not bns:
+        raise ValueError("DeepInversion needs the teacher's BatchNorm layers: build it with "
+                         "teacher_student(device, fold_bn=False)")
     losses: list[torch.Tensor] = []
 
     def hook(mod, inp, _out):
@@ -114,7 +129,7 @@ def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 12
                 if it % 2:
                     xi = xi.flip(3)
                 losses.clear()
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                with autocast(device, precision):
                     logits = teacher(_norm(xi.clamp(-1, 1) if it > iters // 2 else xi))
                 ce = F.cross_entropy(logits.float(), cls)
                 bn = torch.stack([v.float() for v in losses]).sum()
@@ -158,12 +173,12 @@ def _teacher_and_features(cfg: DistillConfig, arrays: Sequence[torch.Tensor], si
         perm = torch.randperm(x.shape[0], generator=g).to(device)
         x = lam * x + (1 - lam) * x[perm]
     xn = _norm(x)
-    amp = cfg.amp and device.type == "cuda"
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+    with torch.no_grad(), autocast(device, cfg.precision):
         xt = xn if cfg.teacher_size == xn.shape[-1] else F.interpolate(
             xn, size=cfg.teacher_size, mode="bilinear", antialias=True, align_corners=False)
         t_logits = teacher(xt.contiguous(memory_format=torch.channels_last)).float()
-        feats = torch.flatten(student.avgpool(student.features(xn)), 1).float()
+        feats = torch.flatten(student.avgpool(student.features(
+            xn.contiguous(memory_format=torch.channels_last))), 1).float()
     return feats, t_logits
 
 
@@ -282,7 +297,8 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
             t_logits = torch.from_numpy(np.asarray(cache[1][idx], dtype=np.float32)).to(device)
         else:
             feats, t_logits = _teacher_and_features(cfg, arrays, sizes, teacher, student, g, cfg.batch, device)
-        s_logits = student.classifier(feats)
+        with autocast(device, cfg.precision):
+            s_logits = student.classifier(feats).float()
         T = cfg.temperature
         loss = F.kl_div(F.log_softmax(s_logits / T, 1), F.log_softmax(t_logits / T, 1),
                         reduction="batchmean", log_target=True) * T * T

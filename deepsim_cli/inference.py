@@ -14,6 +14,7 @@ from .checkpoint import Checkpoint, load_checkpoint, load_state_dict_strict
 from .encoders import Encoder, weights_dir
 from .errors import UsageError
 from .generators import Generator, GeneratorConfig
+from .precision import autocast, model_device
 
 
 @dataclass
@@ -66,21 +67,33 @@ def _conv_layers_shared(encoder: Encoder) -> tuple[str, ...]:
 
 
 @torch.no_grad()
-def invert(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, batch: int = 32) -> torch.Tensor:
+def invert(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, batch: int = 32, *,
+           precision: str = "auto") -> torch.Tensor:
     """Reconstruct images from their features: G(E(x)).
 
     Args:
         x: (B, 3, H, W) in [-1, 1].
+        precision: auto | bf16 | fp32 (deepsim_cli.precision).
     Returns:
-        (B, 3, S, S) in [-1, 1] (clamped), S = the generator's output size.
+        (B, 3, S, S) float32 in [-1, 1] (clamped), S = the generator's output size.
     """
     assert x.dim() == 4 and x.shape[1] == 3
-    dev = next(gen.G.parameters()).device
+    dev = model_device(gen.G)
     outs = []
     for i in range(0, x.shape[0], batch):
-        y = encoder(x[i:i + batch].to(dev), [gen.layer])[gen.layer]
-        outs.append(gen.G(y).clamp(-1, 1))
+        with autocast(dev, precision):
+            y = encoder(x[i:i + batch].to(dev), [gen.layer])[gen.layer]
+        outs.append(decode(gen, y, precision=precision))
     return torch.cat(outs)
+
+
+@torch.no_grad()
+def decode(gen: LoadedGenerator, y: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
+    """G(y) for features y of the generator's layer: (B, 3, S, S) float32 in [-1, 1] (clamped)."""
+    dev = model_device(gen.G)
+    with autocast(dev, precision):
+        out = gen.G(y.to(dev))
+    return out.float().clamp(-1, 1)
 
 
 def total_variation(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
@@ -92,7 +105,7 @@ def total_variation(x: torch.Tensor, beta: float = 2.0) -> torch.Tensor:
 
 def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: int = 128, *,
                     steps: int = 200, lr: float = 0.05, tv_weight: float = 0.5,
-                    init: torch.Tensor | None = None, seed: int = 0,
+                    init: torch.Tensor | None = None, seed: int = 0, precision: str = "auto",
                     on_step: Callable[[int, float], None] | None = None) -> torch.Tensor:
     """Optimization-based inversion (Mahendran & Vedaldi 2015): gradient descent on the image
     to match `target` features of `layer`, with a TV prior. Needs no trained generator.
@@ -111,7 +124,8 @@ def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: in
     for i in range(steps):
         for pg in opt.param_groups:
             pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / steps))
-        f = encoder(x.clamp(-1, 1), [layer])[layer]
+        with autocast(dev, precision):
+            f = encoder(x.clamp(-1, 1), [layer])[layer]
         loss = (f.float() - target.float()).pow(2).mean() / energy + tv_weight * total_variation(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,26 +144,33 @@ class ReencodeResult:
 
 
 @torch.no_grad()
-def reencode(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, iters: int = 8) -> ReencodeResult:
+def reencode(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, iters: int = 8, *,
+             precision: str = "auto") -> ReencodeResult:
     """The paper's re-encoding chain x → E → G → E → G … (Fig. 5).
 
     Args:
         x: (B, 3, H, W) in [-1, 1].
         iters: number of G(E(·)) applications.
+        precision: auto | bf16 | fp32 for the networks (distances are float32).
     """
     if iters < 1:
         raise UsageError("--iters must be at least 1")
-    dev = next(gen.G.parameters()).device
+    dev = model_device(gen.G)
     x = x.to(dev)
-    y0 = encoder(x, [gen.layer])[gen.layer]
+
+    def enc(img: torch.Tensor) -> torch.Tensor:
+        with autocast(dev, precision):
+            return encoder(img, [gen.layer])[gen.layer].float()
+
+    y0 = enc(x)
     n0 = y0.flatten(1).norm(dim=1).clamp_min(1e-8)
     images = [F.interpolate(x, size=(gen.image_size,) * 2, mode="bilinear", align_corners=False,
                             antialias=True) if x.shape[-1] != gen.image_size else x]
     dists = [torch.zeros(x.shape[0], device=dev)]
     y = y0
     for _ in range(iters):
-        xi = gen.G(y).clamp(-1, 1)
-        y = encoder(xi, [gen.layer])[gen.layer]
+        xi = decode(gen, y, precision=precision)
+        y = enc(xi)
         images.append(xi)
         dists.append((y - y0).flatten(1).norm(dim=1) / n0)
     return ReencodeResult(images, dists)
@@ -168,7 +189,7 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def interpolate(xa: torch.Tensor, xb: torch.Tensor, encoder: Encoder, gen: LoadedGenerator,
-                steps: int = 10, use_slerp: bool = False) -> torch.Tensor:
+                steps: int = 10, use_slerp: bool = False, *, precision: str = "auto") -> torch.Tensor:
     """Decode features interpolated between two images (paper Fig. 7).
 
     Args:
@@ -179,15 +200,12 @@ def interpolate(xa: torch.Tensor, xb: torch.Tensor, encoder: Encoder, gen: Loade
     """
     if steps < 2:
         raise UsageError("--steps must be at least 2")
-    dev = next(gen.G.parameters()).device
-    ya = encoder(xa.to(dev), [gen.layer])[gen.layer]
-    yb = encoder(xb.to(dev), [gen.layer])[gen.layer]
-    frames = []
-    for i in range(steps):
-        t = i / (steps - 1)
-        y = slerp(ya, yb, t) if use_slerp else (1 - t) * ya + t * yb
-        frames.append(gen.G(y).clamp(-1, 1))
-    return torch.cat(frames)
+    dev = model_device(gen.G)
+    with autocast(dev, precision):
+        ya, yb = encoder(torch.cat([xa, xb]).to(dev), [gen.layer])[gen.layer].float().split(1)
+    ts = [i / (steps - 1) for i in range(steps)]
+    ys = torch.cat([slerp(ya, yb, t) if use_slerp else (1 - t) * ya + t * yb for t in ts])
+    return decode(gen, ys, precision=precision)  # one batch: frames do not depend on each other
 
 
 @torch.no_grad()
@@ -231,17 +249,24 @@ def per_item_normal(n: int, dim: int, seed: int, offset: int = 0) -> torch.Tenso
 
 
 @torch.no_grad()
-def sample(vae, n: int = 16, *, seed: int = 0, temperature: float = 1.0, batch: int = 64) -> torch.Tensor:
-    """Decode n latent codes z ~ N(0, temperature² I). Returns (n, 3, S, S) in [-1, 1]."""
-    dev = next(vae.parameters()).device
+def sample(vae, n: int = 16, *, seed: int = 0, temperature: float = 1.0, batch: int = 64,
+           precision: str = "auto") -> torch.Tensor:
+    """Decode n latent codes z ~ N(0, temperature² I). Returns (n, 3, S, S) float32 in [-1, 1]."""
     z = per_item_normal(n, vae.latent_dim, seed) * temperature
-    return torch.cat([vae.decode(z[i:i + batch].to(dev)).clamp(-1, 1).cpu() for i in range(0, n, batch)])
+    return torch.cat([_vae_decode(vae, z[i:i + batch], precision) for i in range(0, n, batch)])
+
+
+def _vae_decode(vae, z: torch.Tensor, precision: str) -> torch.Tensor:
+    dev = model_device(vae)
+    with autocast(dev, precision):
+        out = vae.decode(z.to(dev))
+    return out.float().clamp(-1, 1).cpu()
 
 
 @torch.no_grad()
-def great_circle(vae, frames: int = 32, *, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
+def great_circle(vae, frames: int = 32, *, seed: int = 0, temperature: float = 1.0,
+                 precision: str = "auto") -> torch.Tensor:
     """Decode a loop along a random great circle of radius √dim·temperature in z space."""
-    dev = next(vae.parameters()).device
     a, b = per_item_normal(2, vae.latent_dim, seed)
     a = a / a.norm()
     b = b - (b @ a) * a
@@ -249,13 +274,15 @@ def great_circle(vae, frames: int = 32, *, seed: int = 0, temperature: float = 1
     r = math.sqrt(vae.latent_dim) * temperature
     t = torch.arange(frames) * (2 * math.pi / frames)
     z = r * (torch.cos(t)[:, None] * a + torch.sin(t)[:, None] * b)
-    return vae.decode(z.to(dev)).clamp(-1, 1).cpu()
+    return _vae_decode(vae, z, precision)
 
 
 @torch.no_grad()
-def posterior_samples(vae, x: torch.Tensor, n: int = 8, *, seed: int = 0) -> torch.Tensor:
+def posterior_samples(vae, x: torch.Tensor, n: int = 8, *, seed: int = 0,
+                      precision: str = "auto") -> torch.Tensor:
     """n decodings of z ~ q(z | x) for one image x (1, 3, H, W). Returns (n, 3, S, S)."""
-    dev = next(vae.parameters()).device
-    mu, logvar = vae.encode(x.to(dev))
+    dev = model_device(vae)
+    with autocast(dev, precision):
+        mu, logvar = vae.encode(x.to(dev))
     eps = per_item_normal(n, vae.latent_dim, seed).to(dev)
-    return vae.decode(mu + (0.5 * logvar).exp() * eps).clamp(-1, 1).cpu()
+    return _vae_decode(vae, mu.float() + (0.5 * logvar.float()).exp() * eps, precision)

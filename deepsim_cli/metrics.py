@@ -69,8 +69,9 @@ class LPIPSAlex(torch.nn.Module):
 
     TAPS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 
-    def __init__(self, device: torch.device | str = "cpu"):
+    def __init__(self, device: torch.device | str = "cpu", precision: str = "auto"):
         super().__init__()
+        self.precision = precision  # the conv features; the normalisation and distances in float32
         from .checkpoint import load_checkpoint
         from .encoders import build_encoder, weights_dir
 
@@ -80,13 +81,12 @@ class LPIPSAlex(torch.nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        size = self.enc.input_size
-        self.enc.input_size = x.shape[-1]  # LPIPS runs at the images' own resolution
-        try:
-            fx = self.enc(x, list(self.TAPS), trained_only=False)
-            fy = self.enc(y, list(self.TAPS), trained_only=False)
-        finally:
-            self.enc.input_size = size
+        from .precision import autocast
+        enc = self.enc.with_input_size(x.shape[-1])  # LPIPS runs at the images' own resolution
+        with autocast(x.device, self.precision):
+            f = enc(torch.cat([x, y]), list(self.TAPS), trained_only=False)
+        fx = {k: v[:len(x)].float() for k, v in f.items()}
+        fy = {k: v[len(x):].float() for k, v in f.items()}
         d = torch.zeros(x.shape[0], device=x.device)
         for tap, w in zip(self.TAPS, self.lins):
             a = fx[tap] / (fx[tap].pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
@@ -96,7 +96,7 @@ class LPIPSAlex(torch.nn.Module):
 
 
 @torch.no_grad()
-def encode_batched(encoder, x, layer: str, batch: int = 100) -> torch.Tensor:
+def encode_batched(encoder, x, layer: str, batch: int = 100, *, precision: str = "auto") -> torch.Tensor:
     """`layer` features of `x` as one float CPU tensor, encoded `batch` images at a time on the
     encoder's device (x may live anywhere).
 
@@ -105,13 +105,15 @@ def encode_batched(encoder, x, layer: str, batch: int = 100) -> torch.Tensor:
     exists as float in memory).
     """
     from .data import to_float
-    dev = next(iter(encoder.parameters()), torch.empty(0)).device
+    from .precision import autocast, model_device
+    dev = model_device(encoder)
     x = x if torch.is_tensor(x) else torch.from_numpy(x)
     feats = []
     for i in range(0, len(x), batch):
         b = x[i:i + batch]
         b = to_float(b) if b.dtype == torch.uint8 else b
-        feats.append(encoder(b.to(dev), [layer])[layer].float().cpu())
+        with autocast(dev, precision):
+            feats.append(encoder(b.to(dev), [layer])[layer].float().cpu())
     return torch.cat(feats)
 
 
@@ -119,15 +121,16 @@ def encode_batched(encoder, x, layer: str, batch: int = 100) -> torch.Tensor:
 def reconstruction_metrics(recon: torch.Tensor, x: torch.Tensor, encoder, layer: str, *,
                            img_scale: float | None = None, feat_scale: float | None = None,
                            target_feats: torch.Tensor | None = None, lpips: LPIPSAlex | None = None,
-                           batch: int = 100) -> dict[str, torch.Tensor]:
+                           batch: int = 100, precision: str = "auto") -> dict[str, torch.Tensor]:
     """Per-image metrics of reconstructions `recon` of images `x` (both (N, 3, H, W), [-1, 1]).
 
     Returns {"img_err", "feat_err" (normalized Euclidean error, % — paper Table 2), "psnr",
     "ssim", and "lpips" when an LPIPSAlex is given}, each an (N,) CPU tensor. The normalising
     distances default to the mean pairwise distances of `x` and of its features.
     """
-    f_x = target_feats.float().cpu() if target_feats is not None else encode_batched(encoder, x, layer, batch)
-    f_r = encode_batched(encoder, recon, layer, batch)
+    f_x = (target_feats.float().cpu() if target_feats is not None
+           else encode_batched(encoder, x, layer, batch, precision=precision))
+    f_r = encode_batched(encoder, recon, layer, batch, precision=precision)
     out = {
         "img_err": normalized_error(recon.cpu(), x.cpu(), img_scale),
         "feat_err": normalized_error(f_r, f_x, feat_scale),

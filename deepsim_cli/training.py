@@ -29,6 +29,7 @@ from .encoders import EncoderSpec, build_encoder
 from .errors import DeepsimError, UsageError
 from .generators import VAE, Generator, GeneratorConfig
 from .losses import LOSS_PRESETS, LossWeights, discr_loss, generator_loss, kl_loss
+from .precision import autocast, resolve_precision
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 
@@ -88,7 +89,7 @@ class Trainer:
         self.rank, self.world, _ = _dist_info()
         self.bridge_layer: str | None = None  # set when an fc G starts from a conv-layer G
         self.weights = LossWeights(cfg.w_feat, cfg.w_adv, cfg.w_img).select(cfg.loss)
-        self.amp = cfg.amp and device.type == "cuda"
+        self.precision = resolve_precision(cfg.precision, device)
 
         self.encoder = build_encoder(cfg.encoder, cfg.encoder_weights, device)
         comp = EncoderSpec.parse(cfg.comparator)
@@ -96,10 +97,11 @@ class Trainer:
             raise UsageError(f"--comparator must be ENCODER:LAYER, got {cfg.comparator!r}")
         self.comp_layer = comp.layer
         if self.weights.feat:
-            same = comp.name == cfg.encoder and cfg.encoder_weights is None and not cfg.comparator_size
+            # the same network (shared, not a second copy) unless another encoder or other weights
+            same = comp.name == cfg.encoder and cfg.encoder_weights is None
             self.comparator = self.encoder if same else build_encoder(comp.name, None, device)
             if cfg.comparator_size:
-                self.comparator.input_size = cfg.comparator_size
+                self.comparator = self.comparator.with_input_size(cfg.comparator_size)
             self.comparator.check_layers([comp.layer])
         else:
             self.comparator = None
@@ -200,7 +202,7 @@ class Trainer:
         save_checkpoint(self.state_path(), t, kind="train-state", config=self.cfg.to_dict(),
                         encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
                         extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg),
-                               "prior_steps": str(self.prior_steps)})
+                               "prior_steps": str(self.prior_steps), "precision": self.precision})
 
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
@@ -231,7 +233,8 @@ class Trainer:
                         config={"generator": self.gcfg.to_dict(), "train": self.cfg.to_dict()},
                         encoder=self.cfg.encoder, layer=layer, encoder_sha256=self.encoder.sha256,
                         train_steps=self.prior_steps + self.step, metrics=metrics or {},
-                        extra={"prior_steps": str(self.prior_steps)} if self.prior_steps else None)
+                        extra={"precision": self.precision,
+                               **({"prior_steps": str(self.prior_steps)} if self.prior_steps else {})})
         return path
 
     # ------------------------------------------------------------------ step
@@ -337,15 +340,22 @@ class Trainer:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
         cfg, w = self.cfg, self.current_weights()
         torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout / VAE noise: a function of step
-        ac = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp)
+        ac = autocast(self.device, self.precision)
         if self.bridge_layer is not None and self.step < cfg.bridge_steps:
             return self.bridge_step(x, y, ac)
         with torch.no_grad(), ac:
+            c_real = None
             if y is not None:
                 y = y.to(self.device).float()
             elif cfg.model == "inverter" or self.vae_frozen:
-                y = self.encoder(x, [self.feat_layer])[self.feat_layer].float()
-            c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float() if w.feat else None
+                # one pass for both when the comparator is the encoder itself (pool5 → pool5)
+                shared = w.feat and self.comparator is self.encoder
+                layers = [self.feat_layer] + ([self.comp_layer] if shared else [])
+                feats = self.encoder(x, layers)
+                y = feats[self.feat_layer].float()
+                c_real = feats[self.comp_layer].float() if shared else None
+            if w.feat and c_real is None:
+                c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float()
         with ac:
             if cfg.model == "inverter":
                 fake = self.G_ddp(y)

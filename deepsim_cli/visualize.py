@@ -20,6 +20,7 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .encoders import Encoder
 from .errors import UsageError
+from .precision import autocast, model_device
 
 
 @dataclass
@@ -127,7 +128,7 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
               xy: tuple[int, int] | None = None, iters: int = 200, lr: tuple[float, float] = (1.0, 1e-10),
               decay: float = 0.01, bounds: CodeBounds | None = None, init: torch.Tensor | None = None,
               seed: int = 0, save_every: int = 0, objective: str = "activation",
-              jitter: int = 0, views: int = 1,
+              jitter: int = 0, views: int = 1, precision: str = "auto",
               on_step: Callable[[int, float], None] | None = None) -> VisResult:
     """Maximise one unit of `target`'s `layer` over the code of generator G.
 
@@ -145,11 +146,13 @@ def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, cod
         jitter, views: robustness to small shifts (not in the paper): each step the objective is
             averaged over `views` copies of G(h), each shifted by up to ±`jitter` pixels (reflect
             padding) and flipped at random; jitter 0 and views 1 is the paper's plain ascent.
+        precision: auto | bf16 | fp32 for G and the target (the objective and step in float32).
     """
     cb = (lambda i, acts: on_step(i, acts[0])) if on_step else None
     return visualize_many(G, target, layer, [unit], code_shape=code_shape, xy=xy, iters=iters, lr=lr,
                           decay=decay, bounds=bounds, init=init, seeds=[seed], save_every=save_every,
-                          objective=objective, jitter=jitter, views=views, on_step=cb)[0]
+                          objective=objective, jitter=jitter, views=views, precision=precision,
+                          on_step=cb)[0]
 
 
 def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Sequence[int], *,
@@ -157,14 +160,16 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
                    xy: tuple[int, int] | None = None, iters: int = 200,
                    lr: tuple[float, float] = (1.0, 1e-10), decay: float = 0.01,
                    bounds: CodeBounds | None = None, init: torch.Tensor | None = None, save_every: int = 0,
-                   objective: str = "activation", jitter: int = 0, views: int = 1,
+                   objective: str = "activation", jitter: int = 0, views: int = 1, precision: str = "auto",
                    on_step: Callable[[int, list[float]], None] | None = None) -> list[VisResult]:
     """visualize() for several (unit, seed) pairs at once, as one batch: every code has its own
     step normalisation, so each run is the same as alone (the networks have no batch coupling).
 
     `units` and `seeds` pair up (a single seed or unit is repeated); `init` is one code shared
     by all runs. With `jitter`/`views` the random shifts are drawn for the whole batch (seeded by
-    the first seed), so a run's shifts then depend on the batch it is in.
+    the first seed), so a run's shifts then depend on the batch it is in. The activation reported
+    per step (`history`, `on_step`) is then the mean over the views (no extra forward pass for the
+    unshifted image); the final `activation` is always the unshifted image's.
     """
     target.check_layers([layer])
     if jitter < 0 or views < 1:
@@ -177,7 +182,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
         raise UsageError(f"{len(units)} units and {len(seeds)} seeds do not pair up")
     units = list(units) * (n // len(units))
     seeds = seeds * (n // len(seeds))
-    dev = next(G.parameters()).device
+    dev = model_device(G)
     if init is not None:
         h = init.detach().clone().float().reshape(1, *code_shape).repeat(n, *[1] * len(code_shape)).to(dev)
     else:  # codes are post-ReLU: small positive random start, one generator per run
@@ -202,19 +207,17 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     rng = torch.Generator().manual_seed(seeds[0])
     for i in range(iters):
         h = h.detach().requires_grad_(True)
-        x = G(h)
-        xv = jitter_views(x, views, jitter, rng)  # x itself without jitter
-        feats_v = target(xv, [layer])[layer]
+        with autocast(dev, precision):
+            x = G(h)
+            xv = jitter_views(x, views, jitter, rng)  # x itself without jitter
+            feats_v = target(xv, [layer])[layer].float()
         if objective == "logprob" and feats_v.dim() != 2:
             raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
-        scores = feats_v.float().log_softmax(1) if objective == "logprob" else feats_v
+        scores = feats_v.log_softmax(1) if objective == "logprob" else feats_v
         # views are stacked view-major: view v of run k is row v·n + k
         obj = torch.stack([acts_of(scores[v * n:(v + 1) * n]) for v in range(views)]).mean(0)
-        if xv is x:
-            act = acts_of(feats_v)
-        else:  # the reported activation is the unshifted image's
-            with torch.no_grad():
-                act = acts_of(target(x, [layer])[layer])
+        act = (obj if objective == "activation" else
+               torch.stack([acts_of(feats_v[v * n:(v + 1) * n]) for v in range(views)]).mean(0))
         (grad,) = torch.autograd.grad(obj.sum(), h)
         step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
         with torch.no_grad():
@@ -230,11 +233,11 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
             on_step(i, a)
         if save_every and i % save_every == 0:
             for k, r in enumerate(results):
-                r.frames.append(x[k].detach().clamp(-1, 1).cpu())
+                r.frames.append(x[k].detach().float().clamp(-1, 1).cpu())
                 r.frame_acts.append(a[k])
-    with torch.no_grad():
-        x = G(h)
-        final = acts_of(target(x, [layer])[layer]).cpu().tolist()
+    with torch.no_grad(), autocast(dev, precision):
+        x = G(h).float()
+        final = acts_of(target(x, [layer])[layer].float()).cpu().tolist()
     for k, r in enumerate(results):
         r.image, r.code, r.activation = x[k].clamp(-1, 1).cpu(), h[k:k + 1].detach().cpu(), final[k]
         if save_every:

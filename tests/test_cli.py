@@ -69,7 +69,13 @@ def test_no_args_shows_help():
 def test_version():
     r = invoke("--version")
     assert r.exit_code == 0
-    assert r.stdout.strip() == f"deepsim {__version__}"
+    assert r.stdout.startswith(f"deepsim {__version__} (torch ")
+    assert "precision " in r.stdout
+    import json
+    from deepsim_cli.precision import resolve_precision
+    info = json.loads(invoke("--json", "--version").stdout)
+    assert info["deepsim"] == __version__
+    assert info["precision"].startswith(resolve_precision("auto", info["device"]))
 
 
 def test_python_m_help():
@@ -83,13 +89,6 @@ def test_click_usage_errors_exit_2():
     assert invoke("layers", "--size", "abc").exit_code == 2
     assert invoke("--device", "tpu", "layers").exit_code == 2
     assert invoke("no-such-command").exit_code == 2
-
-
-def test_loss_choices_match_library():
-    from deepsim_cli.cli._options import LOSS_CHOICES
-    from deepsim_cli.losses import LOSS_PRESETS
-
-    assert tuple(LOSS_CHOICES) == tuple(LOSS_PRESETS)
 
 
 @pytest.mark.parametrize("name", COMMANDS)

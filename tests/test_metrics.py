@@ -111,7 +111,7 @@ def test_encode_batched_matches_one_pass_and_mean_metrics_rows():
     x = _img(5, 32, seed=4)
     with torch.no_grad():
         whole = enc(x, ["conv3"])["conv3"]
-    f = encode_batched(enc, x, "conv3", batch=2)  # 2 + 2 + 1
+    f = encode_batched(enc, x, "conv3", batch=2, precision="fp32")  # 2 + 2 + 1
     assert f.device.type == "cpu" and f.dtype == torch.float32
     assert torch.allclose(f, whole, atol=1e-5)
     m = mean_metrics(x, x, enc, "conv3")
@@ -127,8 +127,8 @@ def test_encode_batched_takes_uint8_nhwc_array_and_tensor():
     u8 = torch.randint(0, 256, (5, 32, 32, 3), generator=torch.Generator().manual_seed(6), dtype=torch.uint8)
     with torch.no_grad():
         whole = enc(to_float(u8), ["conv3"])["conv3"]
-        f_arr = encode_batched(enc, u8.numpy(), "conv3", batch=2)
-        f_t = encode_batched(enc, u8, "conv3", batch=3)
+        f_arr = encode_batched(enc, u8.numpy(), "conv3", batch=2, precision="fp32")
+        f_t = encode_batched(enc, u8, "conv3", batch=3, precision="fp32")
     assert f_arr.shape == whole.shape and f_arr.dtype == torch.float32
     assert torch.allclose(f_arr, whole, atol=1e-5) and torch.allclose(f_t, whole, atol=1e-5)
 

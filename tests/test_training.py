@@ -31,7 +31,7 @@ CPU = torch.device("cpu")
 TINY = TrainConfig(
     encoder="alexnet-random", comparator="alexnet-random:pool5", layer="pool5", image_size=32,
     load_size=36, g_width=0.125, d_width=0.125, fc_dims=(32,), batch=4, steps=6, log_every=1,
-    grid_every=3, ckpt_every=3, amp=False,
+    grid_every=3, ckpt_every=3, precision="fp32",
 )
 
 

@@ -51,7 +51,7 @@ def phase_distill(args) -> None:
         have = classes_in(n1 + n2)
         missing = [c for c in range(1000) if c not in have][:args.di_classes]
         log(f"{len(missing)} classes missing from the training data; DeepInversion for {args.synth_seconds}s")
-        teacher, _ = teacher_student(dev)
+        teacher, _ = teacher_student(dev, fold_bn=False)
         synth = []
         r = 0
         while not synth or time.time() - t0 < args.synth_seconds:

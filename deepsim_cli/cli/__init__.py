@@ -20,7 +20,7 @@ from .. import __version__
 from ..errors import DeepsimError
 from . import (distill, eval as eval_cmd, interpolate, invert, layers, neighbors, reencode, sample,
                train, visualize, weights)
-from ._options import GlobalOptions, check_device, err_console
+from ._options import GlobalOptions, PrecisionChoice, check_device, err_console
 
 # Typer and Click signal exits and usage errors with exceptions; they must pass through untouched
 # so that `--help`, `typer.Exit` and Click's own usage errors (exit 2) behave as usual.
@@ -99,10 +99,27 @@ app = typer.Typer(
 )
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"deepsim {__version__}")
-        raise typer.Exit()
+def _version(ctx: typer.Context, value: bool) -> None:
+    """--version: deepsim, torch, the device and precision `auto` resolves to, the weights folder
+    (as JSON with `deepsim --json --version`)."""
+    if not value:
+        return
+    import torch
+
+    from ..encoders import weights_dir
+    from ..precision import cpu_bf16_feature, describe
+    from ..utils import resolve_device
+
+    dev = resolve_device("auto")
+    info = {"deepsim": __version__, "torch": torch.__version__, "device": str(dev),
+            "precision": describe(dev), "cpu_bf16": cpu_bf16_feature(), "weights": str(weights_dir())}
+    if ctx.params.get("json_out"):
+        from ._options import print_json
+        print_json(info)
+    else:
+        typer.echo(f"deepsim {__version__} (torch {torch.__version__}, device {dev}, "
+                   f"precision {info['precision']}, weights {info['weights']})")
+    raise typer.Exit()
 
 
 @app.callback()
@@ -117,11 +134,15 @@ def _global(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")] = False,
+    precision: Annotated[PrecisionChoice, typer.Option(
+        "--precision", help="Model arithmetic: auto = bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16 "
+                            "(several times faster there), fp32 elsewhere; `deepsim --version` says which.")] = "auto",
     version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+        "--version", callback=_version, help="Print the version, torch, device and precision, and exit.")] = False,
 ) -> None:
     ctx.obj = GlobalOptions(device=device, seed=0 if seed is None else seed, seed_given=seed is not None,
-                            json=json_out, debug=debug, quiet=quiet)
+                            json=json_out, debug=debug, quiet=quiet,
+                            precision=precision)
 
 
 _MAIN = "Main commands"

@@ -9,6 +9,20 @@ from typing import Optional, Sequence
 from ._options import GlobalOptions, err_console
 
 
+def precheck(inputs: Sequence[Optional[Path]] = (), encoder: Optional[str] = None,
+             layers: Sequence[str] = ()) -> None:
+    """Usage errors that need no torch, reported before it loads (a second or more): input
+    paths that do not exist, layer names the encoder does not have."""
+    from ..errors import UsageError
+    from ..taps import check_layer_names
+
+    for p in inputs:
+        if p is not None and os.fspath(p) != "-" and not os.path.lexists(p):
+            raise UsageError(f"input not found: {p}")
+    if encoder is not None:
+        check_layer_names(encoder, layers)
+
+
 def setup(opts: GlobalOptions):
     """Seed everything and return the torch device."""
     from ..utils import resolve_device, seed_everything

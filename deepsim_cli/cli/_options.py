@@ -13,10 +13,12 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 from rich.console import Console
 
-# Kept in step with deepsim_cli.losses.LOSS_PRESETS (tests/test_cli.py checks it) so that the
-# CLI can offer the choices without importing torch just to render --help.
-LOSS_CHOICES = ("img", "img+adv", "img+feat", "feat+adv", "full")
-LossChoice = Literal["img", "img+adv", "img+feat", "feat+adv", "full"]
+from ..loss_weights import LOSS_PRESETS
+from ..precision import PRECISIONS
+
+# choices straight from the torch-free registries, so `--help` never imports torch
+LossChoice = Literal[tuple(LOSS_PRESETS)]  # type: ignore[valid-type]
+PrecisionChoice = Literal[PRECISIONS]  # type: ignore[valid-type]
 ModelChoice = Literal["inverter", "vae"]
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -32,6 +34,7 @@ class GlobalOptions:
     json: bool = False
     debug: bool = False
     quiet: bool = False
+    precision: str = "auto"
 
 
 def check_device(value: Optional[str]) -> Optional[str]:
@@ -86,6 +89,7 @@ def resolve(ctx: typer.Context, *, json_out: bool = False, device: Optional[str]
         json=json_out or g.json,
         debug=g.debug,
         quiet=quiet or g.quiet,
+        precision=g.precision,
     )
 
 

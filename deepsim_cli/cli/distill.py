@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import say, setup
+from ._common import precheck, say, setup
 from ._options import BatchOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, print_json, resolve
 
 
@@ -60,6 +60,7 @@ def distill(
 
       deepsim distill --data train.tar --cache scratch/views --rounds 10 --steps 20000   # CPU
     """
+    precheck(data)  # answers typos before torch loads
 
     from ..data import load_array
     from ..distill import (DistillConfig, classes_in, deep_inversion, distill as lib_distill, extract_views,
@@ -79,13 +80,13 @@ def distill(
         have = classes_in(names)
         missing = [c for c in range(1000) if c not in have]
         say(opts, f"DeepInversion: {synthetic} image(s) for each of {len(missing)} classes the data lacks")
-        teacher, _ = teacher_student(dev)
+        teacher, _ = teacher_student(dev, fold_bn=False)
         synth = deep_inversion(teacher, missing * synthetic, size=112, iters=di_iters, seed=opts.seed,
-                               device=dev, log=lambda m: say(opts, m))
+                               device=dev, precision=opts.precision, log=lambda m: say(opts, m))
         arrays.append(synth)
         n_synth = len(synth)
     cfg = DistillConfig(steps=steps, batch=batch, lr=lr, temperature=temperature, seed=opts.seed,
-                        teacher_size=teacher_size,
+                        teacher_size=teacher_size, precision=opts.precision,
                         time_limit=parse_duration(time_limit) if time_limit else None)
     if cache is not None:
         n_views = extract_views(cfg, arrays, cache, rounds, device=dev, log=lambda m: say(opts, m))

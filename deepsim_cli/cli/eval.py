@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, parse_layers, say, setup
+from ._common import check_suffix, load_encoder, load_gen, parse_layers, precheck, say, setup
 from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, QuietOpt, SeedOpt,
                        out_console, print_json, resolve)
 
@@ -44,11 +44,12 @@ def eval_(
 
       deepsim eval --data val/ --layer pool5 --weights runs/pool5/generator.safetensors --csv per_image.csv --json
     """
+    precheck([data], encoder, parse_layers(layer))  # answers typos before torch loads
     import torch
 
     from ..data import load_array, to_float
-    from ..inference import invert
-    from ..metrics import LPIPSAlex, encode_batched, mean_pairwise_distance, reconstruction_metrics
+    from ..evaluation import evaluate_layer
+    from ..metrics import LPIPSAlex
     from ..utils import atomic_output
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
@@ -61,23 +62,16 @@ def eval_(
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     gens = {l: load_gen(enc, l, weights, dev) for l in layers}
-    lp = None if no_lpips else LPIPSAlex(dev)
+    lp = None if no_lpips else LPIPSAlex(dev, precision=opts.precision)
     rows, per_image = [], {}
     names: list[str] = []
     for l, gen in gens.items():
         arr, names = load_array(data, gen.image_size, limit=n)
         x = to_float(torch.from_numpy(arr))
         say(opts, f"evaluating {encoder}:{l} on {len(x)} images at {gen.image_size} px")
-        f_x = encode_batched(enc, x, l, batch)
-        s_img, s_feat = mean_pairwise_distance(x), mean_pairwise_distance(f_x)
-        recon = invert(x, enc, gen, batch=batch).cpu()
-        for method, r in (("generator", recon), ("mean image", x.mean(0, keepdim=True).expand_as(x))):
-            m = reconstruction_metrics(r, x, enc, l, img_scale=s_img, feat_scale=s_feat, target_feats=f_x,
-                                       lpips=lp if method == "generator" else None, batch=batch)
-            rows.append({"layer": l, "method": method, "n": len(x),
-                         **{k: float(v.mean()) for k, v in m.items()}})
-            if method == "generator":
-                per_image[l] = m
+        res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, precision=opts.precision)
+        rows += res.rows
+        per_image[l] = res.per_image
     if csv is not None:
         with atomic_output(csv) as tmp:
             with open(tmp, "w") as f:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, read_inputs, say, setup
+from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
 from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
                        QuietOpt, SeedOpt, print_json, resolve)
 
@@ -40,6 +40,7 @@ def interpolate(
 
       deepsim interpolate a.jpg b.jpg --layer pool5 --slerp --pingpong -o morph.png
     """
+    precheck([image_a, image_b], encoder, [layer])  # answers typos before torch loads
     from ..images import make_grid, save_gif, save_image
     from ..inference import interpolate as lib_interpolate
 
@@ -52,7 +53,7 @@ def interpolate(
     path = output_path(out, f"{na[0]}-{nb[0]}-{layer}.png")
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     say(opts, f"interpolating {na[0]} → {nb[0]} in {encoder}:{layer}, {steps} steps")
-    frames = lib_interpolate(xa, xb, enc, gen, steps, use_slerp).cpu()
+    frames = lib_interpolate(xa, xb, enc, gen, steps, use_slerp, precision=opts.precision).cpu()
     cells = [xa[0]] + list(frames) + [xb[0]]
     caps = [na[0]] + [f"t={i / (steps - 1):.2f}" for i in range(steps)] + [nb[0]]
     save_image(make_grid(cells, ncols=len(cells), captions=caps), path)

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, parse_layers, read_inputs, say, setup
+from ._common import check_suffix, load_encoder, load_gen, output_path, parse_layers, precheck, read_inputs, say, setup
 from ._options import (BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
                        QuietOpt, SeedOpt, print_json, resolve)
 
@@ -50,6 +50,7 @@ def invert(
 
       deepsim invert chelsea.jpg --layer conv3 --method optimize --steps 300
     """
+    precheck(images, encoder, parse_layers(layer))  # answers typos before torch loads
     import torch
 
     from ..images import make_grid, save_image
@@ -75,11 +76,12 @@ def invert(
     for l in layers:
         say(opts, f"inverting {len(names)} image(s) from {encoder}:{l} ({method})")
         if method == "generator":
-            recons[l] = lib_invert(x, enc, gens[l], batch=batch).cpu()
+            recons[l] = lib_invert(x, enc, gens[l], batch=batch, precision=opts.precision).cpu()
         else:
-            target = encode_batched(enc, x, l, batch).to(dev)
+            target = encode_batched(enc, x, l, batch, precision=opts.precision).to(dev)
             recons[l] = torch.cat([optimize_invert(target[i:i + batch], enc, l, out_size, steps=steps,
-                                                   seed=opts.seed) for i in range(0, len(x), batch)]).cpu()
+                                                   seed=opts.seed, precision=opts.precision)
+                                   for i in range(0, len(x), batch)]).cpu()
     if single:
         save_image(recons[layers[0]][0], path)
     else:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import check_suffix, load_encoder, output_path, read_inputs, say, setup
+from ._common import check_suffix, load_encoder, output_path, precheck, read_inputs, say, setup
 from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
                        print_json, resolve)
 
@@ -43,11 +43,13 @@ def neighbors(
 
       deepsim neighbors samples/ --data train/ --space image --k 3 -o nn.png --json
     """
+    precheck([*images, *data], encoder, [space] if space != "image" else [])  # answers typos before torch loads
     import torch
 
     from ..data import load_array, to_float
     from ..images import make_grid, save_image
     from ..inference import nearest_neighbors
+    from ..metrics import encode_batched
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
     dev = setup(opts)
@@ -64,9 +66,7 @@ def neighbors(
     def embed(x: torch.Tensor) -> torch.Tensor:
         if enc is None:
             return x.flatten(1)
-        with torch.no_grad():
-            return torch.cat([enc(x[i:i + 64].to(dev), [space])[space].flatten(1).float().cpu()
-                              for i in range(0, len(x), 64)])
+        return encode_batched(enc, x, space, 64, precision=opts.precision).flatten(1)
 
     bank = torch.cat([embed(to_float(torch.from_numpy(arr[i:i + 512]))) for i in range(0, len(arr), 512)])
     dist, idx = nearest_neighbors(embed(q), bank, k)

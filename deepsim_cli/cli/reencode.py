@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, read_inputs, say, setup
+from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
 from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
                        QuietOpt, SeedOpt, print_json, resolve)
 
@@ -43,6 +43,7 @@ def reencode(
 
       deepsim reencode chelsea.jpg --layer pool5 --iters 16 --json
     """
+    precheck(images, encoder, [layer])  # answers typos before torch loads
     import torch
 
     from ..images import make_grid, save_gif, save_image
@@ -56,7 +57,7 @@ def reencode(
     path = output_path(out, f"{names[0] if len(names) == 1 else 'reencode'}-{layer}-reencode.png")
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     say(opts, f"re-encoding {len(names)} image(s) through {encoder}:{layer}, {iterations} iterations")
-    res = lib_reencode(x, enc, gen, iterations)
+    res = lib_reencode(x, enc, gen, iterations, precision=opts.precision)
     shown = [0] + [i for i in range(1, iterations + 1) if i & (i - 1) == 0 or i == iterations]
     cells, caps = [], []
     for b in range(len(names)):

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, output_path, read_inputs, say, setup
+from ._common import check_suffix, output_path, precheck, read_inputs, say, setup
 from ._options import DeviceOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, print_json, resolve
 
 
@@ -40,6 +40,7 @@ def sample(
 
       deepsim sample --weights vae.safetensors --gif --frames 48 --temperature 0.8
     """
+    precheck([from_image])  # answers typos before torch loads
     from ..encoders import weights_dir
     from ..errors import UsageError
     from ..images import make_grid, save_gif, save_image
@@ -55,12 +56,12 @@ def sample(
     if from_image is not None:
         x, names = read_inputs([from_image], size)
         say(opts, f"{n} draws from the posterior of {names[0]}")
-        imgs = posterior_samples(vae, x, n, seed=opts.seed)
+        imgs = posterior_samples(vae, x, n, seed=opts.seed, precision=opts.precision)
         cells, caps = [x[0]] + list(imgs), [names[0]] + [f"q(z|x) #{i}" for i in range(n)]
         default = f"{names[0]}-posterior.png"
     else:
         say(opts, f"{n} samples, temperature {temperature}, seed {opts.seed}")
-        imgs = lib_sample(vae, n, seed=opts.seed, temperature=temperature)
+        imgs = lib_sample(vae, n, seed=opts.seed, temperature=temperature, precision=opts.precision)
         cells, caps = list(imgs), [f"seed {opts.seed} #{i}" for i in range(n)]
         default = f"samples-seed{opts.seed}.png"
     p = output_path(out, default)
@@ -69,7 +70,8 @@ def sample(
     outputs = {"grid": str(p)}
     if gif and str(p) != "-":
         gp = p.with_suffix(".gif")
-        save_gif(list(great_circle(vae, frames, seed=opts.seed, temperature=temperature)), gp, duration_ms=80)
+        save_gif(list(great_circle(vae, frames, seed=opts.seed, temperature=temperature,
+                                   precision=opts.precision)), gp, duration_ms=80)
         outputs["gif"] = str(gp)
     if opts.json:
         print_json({**outputs, "n": n, "seed": opts.seed, "temperature": temperature})

@@ -135,7 +135,8 @@ def train(
     time_limit: Annotated[Optional[str], typer.Option(
         "--time-limit", metavar="DURATION", show_default=False,
         help="Stop cleanly (with a checkpoint) after this long: 3600, 90m, 2h.")] = None,
-    no_amp: Annotated[bool, typer.Option("--no-amp", help="Disable bf16 autocast on CUDA.")] = False,
+    no_amp: Annotated[bool, typer.Option("--no-amp", hidden=True,
+                                         help="Deprecated: same as the global --precision fp32.")] = False,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
@@ -171,7 +172,9 @@ def train(
         comparator_size=comparator_size, feature_cache=True if feature_cache else None,
         init_generator=str(init_generator) if init_generator is not None else None,
         bridge_steps=bridge_steps, vae_encoder=vae_encoder, latent_dim=latent_dim, w_kl=w_kl,
-        g_clip=g_clip, amp=False if no_amp else None,
+        g_clip=g_clip,
+        # the global --precision; `auto` (its default) keeps a resumed run's own setting
+        precision="fp32" if no_amp else (opts.precision if opts.precision != "auto" else None),
         seed=opts.seed if opts.seed_given else None,
     )
     if resume and (out / "config.json").is_file():

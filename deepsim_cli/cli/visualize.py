@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, read_inputs, say, setup
+from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
 from ._options import (DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
                        print_json, resolve)
 
@@ -92,6 +92,7 @@ def visualize(
 
       deepsim visualize --compute-bounds --data ../shared/data/imagenette-160-train.tar
     """
+    precheck([init, *(data or [])], encoder, [layer])  # answers typos before torch loads
     import torch
 
     from ..data import load_array
@@ -115,7 +116,7 @@ def visualize(
             raise UsageError("--compute-bounds needs --data DIR|TAR (real images)")
         arr, _ = load_array([str(d) for d in data], gen.image_size)
         with torch.no_grad():
-            codes = encode_batched(alex, arr, code_layer, 64)
+            codes = encode_batched(alex, arr, code_layer, 64, precision=opts.precision)
         lib_bounds(codes).save(bpath, source=", ".join(str(d) for d in data))
         say(opts, f"bounds from {len(arr)} images → {bpath}")
         if not unit and not class_name:
@@ -135,8 +136,7 @@ def visualize(
     init_code = None
     if init is not None:
         xi, _ = read_inputs([init], gen.image_size)
-        with torch.no_grad():
-            init_code = alex(xi.to(dev), [code_layer])[code_layer]
+        init_code = encode_batched(alex, xi, code_layer, 1, precision=opts.precision).to(dev)
     names = imagenet_classes() if layer in ("fc8", "logits") else None
     cells, caps, results, frames, fcaps = [], [], [], [], []
     pairs = [(u, s) for u in units for s in seed_list]
@@ -144,10 +144,10 @@ def visualize(
     runs = lib_visualize_many(gen.G, target, layer, [u for u, _ in pairs], seeds=[s for _, s in pairs],
                               code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters, lr=(lr_start, lr_end),
                               decay=decay, bounds=bounds, init=init_code, save_every=save_every,
-                              objective=objective, jitter=jitter, views=views)
+                              objective=objective, jitter=jitter, views=views, precision=opts.precision)
     if names is not None:
-        with torch.no_grad():
-            probs = target(torch.stack([r.image for r in runs]).to(dev), [layer])[layer].softmax(1).cpu()
+        probs = encode_batched(target, torch.stack([r.image for r in runs]), layer, 64,
+                               precision=opts.precision).softmax(1)
     for k, ((u, s), r) in enumerate(zip(pairs, runs)):
         prob = float(probs[k, u]) if names is not None else None
         label = names[u] if names is not None and u < len(names) else f"unit {u}"
