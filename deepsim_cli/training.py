@@ -30,6 +30,7 @@ from .errors import DeepsimError, UsageError
 from .generators import VAE, Generator, GeneratorConfig
 from .losses import LOSS_PRESETS, LossWeights, discr_loss, generator_loss, kl_loss
 from .precision import autocast, resolve_precision
+from .utils import clean_stale_temp_files
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 
@@ -483,11 +484,12 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
             dist.barrier()
             if rank != 0:
                 images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
+    if resume:
+        trainer.load_state()  # refuses a changed config before anything on disk is touched
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temp_files(run_dir)
         write_json(run_dir / "config.json", cfg.to_dict())
-    if resume:
-        trainer.load_state()
     features = None
     if cfg.feature_cache:
         if cfg.model != "inverter" and not trainer.vae_frozen:

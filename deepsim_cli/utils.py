@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -35,6 +36,27 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def clean_stale_temp_files(folder: str | os.PathLike, recursive: bool = True) -> int:
+    """Delete the temporary files `atomic_output` leaves when its process is killed mid-write
+    (`.<name>.<random>.tmp<suffix>`); returns how many. A run folder calls this when it is
+    opened again, so SIGKILLs during checkpoint writes do not pile up hundreds of MB."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    n = 0
+    for p in (folder.rglob(".*.tmp*") if recursive else folder.glob(".*.tmp*")):
+        if p.is_file() and _TEMP_RE.match(p.name):
+            try:
+                p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+_TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{6,}\.tmp(\.[A-Za-z0-9]+)?$")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -131,9 +131,29 @@ def test_run_dir_is_not_overwritten_and_resume_needs_state(full_run, tmp_path, i
         train(cfg, run_dir=run, images=images)
     with pytest.raises(UsageError, match="nothing to resume"):
         train(cfg, run_dir=tmp_path / "empty", resume=True, images=images)
-    # a resume with a different architecture is refused
+    # a resume with a different architecture is refused, and the refusal changes nothing on disk
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UsageError, match="config differs in .*batch"):
+        train(cfg.replace(batch=2, steps=7), run_dir=run, resume=True, images=images)
     with pytest.raises(UsageError, match="config differs in .*g_width"):
         train(cfg.replace(g_width=0.25, steps=7), run_dir=run, resume=True, images=images)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_resume_after_a_refused_resume_and_stale_temp_files_are_cleaned(tmp_path, images):
+    cfg = TINY.replace(steps=3, grid_every=0)
+    run = tmp_path / "run"
+    train(cfg, run_dir=run, images=images)
+    with pytest.raises(UsageError, match="config differs"):
+        train(cfg.replace(batch=2, steps=4), run_dir=run, resume=True, images=images)
+    # what SIGKILLs inside atomic writes leave behind (names as atomic_output makes them)
+    stale = [run / ".state.safetensors.k3j2h1aa.tmp.safetensors", run / "grids" / ".step-0000003.png.abcdefgh.tmp.png"]
+    for p in stale:
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(b"x" * 1000)
+    train(cfg.replace(steps=4), run_dir=run, resume=True, images=images)  # the run still continues
+    assert read_metadata(run / "state.safetensors")["train_steps"] == "4"
+    assert not any(p.exists() for p in stale)
 
 
 def test_bad_config_values(tmp_path, images):
