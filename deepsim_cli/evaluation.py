@@ -1,8 +1,15 @@
-"""Evaluation of generators on held-out images: the paper's Table 2 errors and perceptual metrics.
+"""Evaluation of generators on held-out images: the paper's Table 2 errors, perceptual metrics,
+and two numbers that catch a collapsed generator, judged by an independent network (MobileNetV2):
 
-`evaluate()` is what `deepsim eval` prints; benchmarks call it too. Each image is encoded once
-and each reconstruction once (2N encoder passes per layer): the reconstruction is decoded from the
-features already computed for the target, and the mean-image row encodes one image.
+- recognition: the share of images whose judge top-1 class (of the original) is among the judge's
+  top-5 for the reconstruction;
+- spread: the mean pairwise distance of the reconstructions over that of the originals, in the
+  judge's pooled features (a generator that returns one template for every photo scores ~0).
+
+`evaluate_layer()` is what `deepsim eval` prints; benchmarks call it too. Each image is encoded
+once and each reconstruction once (2N encoder passes per layer): the reconstruction is decoded from
+the features already computed for the target, and the mean-image row encodes one image. Reference
+rows: the mean image, and the original downsampled to 32 px and back.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import torch
 from .encoders import Encoder
 from .errors import UsageError
 from .inference import LoadedGenerator, decode
-from .metrics import LPIPSAlex, encode_batched, mean_pairwise_distance, reconstruction_metrics
+from .metrics import (LPIPSAlex, encode_batched, mean_pairwise_distance, normalized_error, psnr,
+                      reconstruction_metrics, ssim)
 
 
 @dataclass
@@ -29,13 +37,16 @@ class LayerEval:
 
 @torch.no_grad()
 def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, batch: int = 50,
-                   lpips: LPIPSAlex | None = None, precision: str = "auto") -> LayerEval:
+                   lpips: LPIPSAlex | None = None, judge: Encoder | None = None,
+                   precision: str = "auto") -> LayerEval:
     """Reconstruct `x` through `gen` and measure it against the mean image.
 
     Args:
         x: (N, 3, S, S) float in [-1, 1] at the generator's output size, N ≥ 2.
         encoder: the encoder `gen` inverts.
         lpips: an LPIPSAlex to add LPIPS to the generator's row (None: skipped).
+        judge: an independent classifier (MobileNetV2) for `recognition` and `spread` on the
+            generator, mean-image and 32 px rows (None: skipped, and no 32 px row).
         precision: auto | bf16 | fp32 for the networks; the metrics are float32/float64.
     Returns:
         rows for "generator" and "mean image" (img_err, feat_err in % — paper Table 2 —,
@@ -58,10 +69,62 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
     # the mean image is one image: encode it once, compare its features with every target's
     mean = x.mean(0, keepdim=True)
     f_mean = encode_batched(encoder, mean, layer, 1, precision=precision).expand_as(f_x)
-    from .metrics import normalized_error, psnr, ssim
     xm = mean.expand_as(x)
     out.rows.append({"layer": layer, "method": "mean image", "n": len(x),
                      "img_err": float(normalized_error(xm, x, s_img).mean()),
                      "feat_err": float(normalized_error(f_mean, f_x, s_feat).mean()),
                      "psnr": float(psnr(xm, x).mean()), "ssim": float(ssim(xm, x).mean())})
+    if judge is not None:
+        jx = judge_features(judge, x, batch=batch, precision=precision)
+        refs = {"generator": recon, "mean image": x.mean(0, keepdim=True).expand_as(x),
+                "32 px": downsample_32(x)}
+        x32 = refs["32 px"]
+        out.rows.append({"layer": layer, "method": "32 px", "n": len(x),
+                         "img_err": float(normalized_error(x32, x, s_img).mean()),
+                         "psnr": float(psnr(x32, x).mean()), "ssim": float(ssim(x32, x).mean())})
+        for row in out.rows:
+            jr = judge_features(judge, refs[row["method"]], batch=batch, precision=precision)
+            row.update(recognition=recognition(jr, jx), spread=spread(jr, jx))
     return out
+
+
+def downsample_32(x: torch.Tensor) -> torch.Tensor:
+    """The reference that keeps only a thumbnail: (N, 3, S, S) → 32 px → S px (bilinear, antialiased)."""
+    import torch.nn.functional as F
+    small = F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(small, size=x.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
+
+
+@dataclass
+class JudgeFeatures:
+    logits: torch.Tensor   # (N, 1000)
+    pooled: torch.Tensor   # (N, D) globally averaged last conv features
+
+
+@torch.no_grad()
+def judge_features(judge: Encoder, x: torch.Tensor, *, batch: int = 50, precision: str = "auto") -> JudgeFeatures:
+    """Class logits and pooled features of the judge network (MobileNetV2: `logits`, `conv18`)."""
+    from .precision import autocast, model_device
+    dev = model_device(judge)
+    pool_layer = "conv18" if "conv18" in judge.taps else list(judge.taps)[-2]
+    last = "logits" if "logits" in judge.taps else list(judge.taps)[-1]
+    logits, pooled = [], []
+    for i in range(0, len(x), batch):
+        with autocast(dev, precision):
+            f = judge(x[i:i + batch].to(dev), [pool_layer, last], trained_only=False)
+        logits.append(f[last].float().cpu())
+        p = f[pool_layer].float()
+        pooled.append((p.mean((2, 3)) if p.dim() == 4 else p).cpu())
+    return JudgeFeatures(torch.cat(logits), torch.cat(pooled))
+
+
+def recognition(recon: JudgeFeatures, orig: JudgeFeatures, k: int = 5) -> float:
+    """Share (0–1) of images whose original's top-1 class is in the reconstruction's top-k."""
+    top1 = orig.logits.argmax(1)
+    topk = recon.logits.topk(k, dim=1).indices
+    return float((topk == top1[:, None]).any(1).float().mean())
+
+
+def spread(recon: JudgeFeatures, orig: JudgeFeatures) -> float:
+    """Mean pairwise distance of the reconstructions' pooled features / that of the originals'."""
+    return mean_pairwise_distance(recon.pooled) / max(mean_pairwise_distance(orig.pooled), 1e-12)

@@ -148,9 +148,12 @@ def test_eval_table_json_and_csv(gen_file):
             "--json", "--no-lpips")
     assert r.exit_code == 0, r.stderr
     rows = json.loads(r.stdout)["rows"]
-    assert {row["method"] for row in rows} == {"generator", "mean image"}
+    assert [row["method"] for row in rows] == ["generator", "mean image", "32 px"]
     for row in rows:
-        assert row["n"] == 4 and row["img_err"] > 0 and np.isfinite(row["feat_err"])
+        assert row["n"] == 4 and row["img_err"] >= 0 and 0 <= row["recognition"] <= 1
+        assert np.isfinite(row["feat_err"]) or row["method"] == "32 px"
+    assert rows[1]["spread"] == pytest.approx(0.0, abs=1e-3)  # the mean image: one image for all
+    assert rows[0]["spread"] > 0.05 and rows[0]["img_err"] > 0
     lines = Path("per.csv").read_text().strip().splitlines()
     assert len(lines) == 5 and lines[0].startswith("image,layer,img_err,feat_err")
 

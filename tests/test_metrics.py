@@ -174,3 +174,20 @@ def test_lpips_alex_zero_on_identity_and_grows_with_noise():
     d = [float(m(x, (x + s * noise).clamp(-1, 1))[0]) for s in (0.0, 0.05, 0.2, 0.5)]
     assert d[0] == 0.0
     assert d[1] < d[2] < d[3], d
+
+
+def test_recognition_and_spread_catch_a_collapsed_reconstruction():
+    from deepsim_cli.evaluation import downsample_32, judge_features, recognition, spread
+    judge = build_encoder("alexnet-random")
+    x = _img(6, 64, seed=8)
+    jx = judge_features(judge, x, precision="fp32")
+    assert recognition(jx, jx) == 1.0 and spread(jx, jx) == pytest.approx(1.0)
+    collapsed = judge_features(judge, x[:1].expand_as(x), precision="fp32")  # one template for all
+    assert spread(collapsed, jx) == pytest.approx(0.0, abs=1e-4)
+    # recognition: the original's top-1 class among the reconstruction's top-5
+    from deepsim_cli.evaluation import JudgeFeatures
+    orig = JudgeFeatures(torch.eye(10)[:4] * 5, torch.zeros(4, 2))       # classes 0, 1, 2, 3
+    rec = JudgeFeatures(torch.arange(10.0).flip(0).repeat(4, 1), torch.zeros(4, 2))  # top-5: 0..4
+    assert recognition(rec, orig) == 1.0 and recognition(rec, orig, k=2) == 0.5
+    thumb = downsample_32(x)
+    assert thumb.shape == x.shape and 0.0 < spread(judge_features(judge, thumb, precision="fp32"), jx)

@@ -25,6 +25,8 @@ def eval_(
     csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", show_default=False,
                                                 help="Write per-image metrics to this CSV.")] = None,
     no_lpips: Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS-alex.")] = False,
+    no_judge: Annotated[bool, typer.Option(
+        "--no-judge", help="Skip recognition and spread (MobileNetV2 as an independent judge).")] = False,
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")] = 50,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -35,8 +37,11 @@ def eval_(
 
     Normalized Euclidean error (paper Table 2): ||G(E(x)) − x|| divided by the mean distance
     between all pairs of different test images, in %, in image space and in the inverted
-    layer's feature space; plus PSNR, SSIM and LPIPS-alex. The mean image is reported as a
-    reference row (a method worse than it has learnt nothing useful).
+    layer's feature space; plus PSNR, SSIM and LPIPS-alex. Recognition (share of images whose
+    MobileNetV2 top-1 class of the original is in its top-5 for the reconstruction) and spread
+    (mean pairwise distance of reconstructions / of originals in MobileNetV2's pooled features)
+    catch a generator that returns one template for every photo. Reference rows: the mean image
+    (a method worse than it has learnt nothing useful) and the original at 32 px.
 
     [bold]Examples[/bold]
 
@@ -63,13 +68,14 @@ def eval_(
     enc = load_encoder(encoder, encoder_weights, dev)
     gens = {l: load_gen(enc, l, weights, dev) for l in layers}
     lp = None if no_lpips else LPIPSAlex(dev, precision=opts.precision)
+    judge = None if no_judge else load_encoder("mobilenet_v2", None, dev)
     rows, per_image = [], {}
     names: list[str] = []
     for l, gen in gens.items():
         arr, names = load_array(data, gen.image_size, limit=n)
         x = to_float(torch.from_numpy(arr))
         say(opts, f"evaluating {encoder}:{l} on {len(x)} images at {gen.image_size} px")
-        res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, precision=opts.precision)
+        res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, judge=judge, precision=opts.precision)
         rows += res.rows
         per_image[l] = res.per_image
     if csv is not None:
@@ -85,9 +91,15 @@ def eval_(
         return
     from rich.table import Table
     t = Table(title=f"reconstruction of {data.name} (normalized errors in %, lower is better)")
-    for c in ("layer", "method", "n", "image err %", "feature err %", "PSNR dB", "SSIM", "LPIPS"):
+    cols = ("layer", "method", "n", "image err %", "feature err %", "PSNR dB", "SSIM", "LPIPS",
+            "recognition %", "spread %")
+    for c in cols:
         t.add_column(c, justify="left" if c in ("layer", "method") else "right")
+
+    def cell(r: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+        return format(r[key] * scale, fmt) if key in r else "–"
     for r in rows:
-        t.add_row(r["layer"], r["method"], str(r["n"]), f"{r['img_err']:.1f}", f"{r['feat_err']:.1f}",
-                  f"{r['psnr']:.2f}", f"{r['ssim']:.3f}", f"{r['lpips']:.3f}" if "lpips" in r else "–")
+        t.add_row(r["layer"], r["method"], str(r["n"]), cell(r, "img_err", ".1f"), cell(r, "feat_err", ".1f"),
+                  cell(r, "psnr", ".2f"), cell(r, "ssim", ".3f"), cell(r, "lpips", ".3f"),
+                  cell(r, "recognition", ".1f", 100), cell(r, "spread", ".1f", 100))
     out_console().print(t)
