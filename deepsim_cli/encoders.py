@@ -201,11 +201,51 @@ def _load_weights(model: nn.Module, path: Path, what: str, prefix: str = "", ass
             raise UsageError(f"cannot read {path} as a weights-only state dict: {str(e).splitlines()[0]}") from None
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
+    elif path.name.endswith(".safetensors.index.json"):
+        sd = load_sharded(path)
     else:
-        sd = load_checkpoint(path).tensors if _is_deepsim(path) else _load_plain_safetensors(path)
+        sd = _load_safetensors(path)
     if prefix:
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     load_state_dict_strict(model, sd, what, assign=assign)
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path).tensors if _is_deepsim(path) else _load_plain_safetensors(path)
+
+
+def load_sharded(index: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Tensors of a sharded checkpoint in the Hugging Face layout: NAME.safetensors.index.json
+    with {"weight_map": {tensor: shard file}, "metadata": {...}}, shards beside it. A shard may be
+    shared with another index (the AlexNet conv layers live once, in alexnet-conv.safetensors).
+    With "metadata": {"shard_sha256": {file: sha256}} every shard is checked before it is read.
+
+    Returns:
+        {tensor name: tensor} over all shards (UsageError naming the file on any problem).
+    """
+    import json
+
+    index = Path(index)
+    try:
+        spec = json.loads(index.read_text())
+        weight_map = dict(spec["weight_map"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UsageError(f"{index}: not a safetensors index ({type(e).__name__}: {e})") from None
+    hashes = (spec.get("metadata") or {}).get("shard_sha256", {})
+    out: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = index.parent / shard
+        if not path.is_file():
+            raise UsageError(f"{index}: shard {shard} not found beside it")
+        if shard in hashes and file_sha256(path) != hashes[shard]:
+            raise UsageError(f"{index}: shard {shard} does not match its sha256 (corrupt or replaced)")
+        tensors = _load_safetensors(path)
+        wanted = [k for k, v in weight_map.items() if v == shard]
+        missing = [k for k in wanted if k not in tensors]
+        if missing:
+            raise UsageError(f"{index}: shard {shard} lacks {missing[:3]}")
+        out.update({k: tensors[k] for k in wanted})
+    return out
 
 
 def _is_deepsim(path: Path) -> bool:

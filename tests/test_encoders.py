@@ -284,3 +284,31 @@ def test_alexnet_weights_override_and_mismatch(tmp_path, alexnet_random):
     torch.save({k: v for k, v in sd.items() if k.startswith("features.")}, bad)
     with pytest.raises(UsageError, match="do not match"):
         build_encoder("alexnet", weights=bad)
+
+
+def test_sharded_index_loads_like_one_file_and_checks_shard_hashes(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from deepsim_cli.checkpoint import sha256_file
+    from deepsim_cli.encoders import load_sharded
+    from deepsim_cli.errors import UsageError
+
+    torch.manual_seed(0)
+    full = {f"t{i}": torch.randn(3, 4) for i in range(5)}
+    save_file({k: full[k] for k in ("t0", "t1")}, str(tmp_path / "a.safetensors"))
+    save_file({k: full[k] for k in ("t2", "t3", "t4")}, str(tmp_path / "b.safetensors"))
+    wm = {"t0": "a.safetensors", "t1": "a.safetensors", "t2": "b.safetensors", "t3": "b.safetensors",
+          "t4": "b.safetensors"}
+    index = tmp_path / "m.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {"shard_sha256": {"b.safetensors": sha256_file(tmp_path / "b.safetensors")}},
+                                 "weight_map": wm}))
+    got = load_sharded(index)
+    assert set(got) == set(full) and all(torch.equal(got[k], full[k]) for k in full)
+    save_file({k: full[k] * 2 for k in ("t2", "t3", "t4")}, str(tmp_path / "b.safetensors"))  # replaced
+    with pytest.raises(UsageError, match="b.safetensors does not match its sha256"):
+        load_sharded(index)
+    (tmp_path / "a.safetensors").unlink()
+    with pytest.raises(UsageError, match="shard a.safetensors not found"):
+        load_sharded(index)
