@@ -49,6 +49,7 @@ class TrainConfig:
     g_clip: float | None = None       # clip G's gradient norm at this multiple of its running mean
                                       # (None: 2.0 for the VAE, off for inverters; 0: off)
     g_width: float = 1.0
+    upsample: str = "deconv"          # generator up-sampling: "deconv" (paper Table 1) or "resize" (no checkerboard)
     init_generator: str | None = None  # warm-start G from an exported generator file
     bridge_steps: int = 500           # fc run initialised from a conv-layer (pool5) generator: steps that
                                       # first fit the bridge (fc code → pool5) by regression

@@ -34,6 +34,9 @@ class GeneratorConfig:
         fc_dims: hidden widths of the fc stack (fc kind only).
         bridge: fc kind only: the (C, H, W) feature shape the fc stack maps to before a
             conv-kind stem (empty = the plain fc generator starting at 4×4).
+        upsample: "deconv" (the paper's Table 1: 4×4 stride-2 transposed convs) or "resize"
+            (nearest-neighbour ×2 then a 3×3 conv, Odena et al. 2016: no uneven kernel overlap,
+            so no checkerboard pattern).
     """
 
     kind: str = "fc"
@@ -42,6 +45,7 @@ class GeneratorConfig:
     width: float = 1.0
     fc_dims: tuple[int, ...] = (1024, 1024)
     bridge: tuple[int, ...] = ()
+    upsample: str = "deconv"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,6 +57,20 @@ class GeneratorConfig:
         d["fc_dims"] = tuple(d.get("fc_dims", ()))
         d["bridge"] = tuple(d.get("bridge", ()))
         return cls(**d)
+
+
+UPSAMPLES = ("deconv", "resize")
+
+
+class ResizeConv(nn.Module):
+    """×2 nearest-neighbour upsampling followed by a 3×3 conv (replaces a 4×4 stride-2 deconv)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
 
 
 BASE_CHANNELS = (256, 256, 128, 64, 32, 32, 32)
@@ -107,9 +125,13 @@ class Generator(nn.Module):
         if n_up + 1 > len(ch):
             ch = ch + [ch[-1]] * (n_up + 1 - len(ch))
         blocks: list[nn.Module] = []
+        if cfg.upsample not in UPSAMPLES:
+            raise ValueError(f"unknown upsample {cfg.upsample!r}; valid: {', '.join(UPSAMPLES)}")
         for i in range(n_up):
             last = i == n_up - 1
-            blocks += [nn.ConvTranspose2d(ch[i], ch[i + 1], 4, stride=2, padding=1), _lrelu()]
+            up = (nn.ConvTranspose2d(ch[i], ch[i + 1], 4, stride=2, padding=1) if cfg.upsample == "deconv"
+                  else ResizeConv(ch[i], ch[i + 1]))
+            blocks += [up, _lrelu()]
             if last:
                 blocks += [nn.Conv2d(ch[i + 1], 3, 3, padding=1)]
             else:
@@ -135,11 +157,12 @@ class Generator(nn.Module):
 
 
 def generator_for(in_shape: tuple[int, ...], out_size: int = 128, width: float = 1.0,
-                  fc_dims: tuple[int, ...] = (1024, 1024)) -> Generator:
+                  fc_dims: tuple[int, ...] = (1024, 1024), upsample: str = "deconv") -> Generator:
     """Pick the fc or conv variant from the feature shape."""
     kind = "fc" if len(in_shape) == 1 else "conv"
     return Generator(GeneratorConfig(kind=kind, in_shape=tuple(in_shape), out_size=out_size,
-                                     width=width, fc_dims=tuple(fc_dims) if kind == "fc" else ()))
+                                     width=width, fc_dims=tuple(fc_dims) if kind == "fc" else (),
+                                     upsample=upsample))
 
 
 class VAE(nn.Module):
@@ -157,7 +180,7 @@ class VAE(nn.Module):
 
     def __init__(self, latent_dim: int = 1024, out_size: int = 128, width: float = 1.0,
                  fc_dims: tuple[int, ...] = (1024, 1024), bridge: tuple[int, ...] = (),
-                 frozen_encoder: bool = False):
+                 frozen_encoder: bool = False, upsample: str = "deconv"):
         super().__init__()
         import torchvision
 
@@ -172,7 +195,7 @@ class VAE(nn.Module):
         nn.init.zeros_(self.logvar.weight)
         nn.init.constant_(self.logvar.bias, -4.0)  # start near-deterministic, like an autoencoder
         self.decoder = Generator(GeneratorConfig("fc", (latent_dim,), out_size, width, tuple(fc_dims),
-                                                 tuple(bridge)))
+                                                 tuple(bridge), upsample))
         self.latent_dim = latent_dim
         self.register_buffer("mean", torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor((0.229, 0.224, 0.225)).view(1, 3, 1, 1), persistent=False)

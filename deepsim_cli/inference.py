@@ -15,6 +15,7 @@ from .encoders import Encoder, weights_dir
 from .errors import UsageError
 from .generators import Generator, GeneratorConfig
 from .precision import autocast, model_device
+from .utils import rng_seed
 
 
 @dataclass
@@ -116,7 +117,7 @@ def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: in
         (B, 3, size, size) images in [-1, 1].
     """
     dev = target.device
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(rng_seed(seed))
     x = (init.clone() if init is not None else torch.randn(target.shape[0], 3, size, size, generator=g) * 0.1)
     x = x.to(dev).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
@@ -229,7 +230,8 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu"):
     ck = load_checkpoint(path, kind="vae", map_location="cpu")
     gcfg = GeneratorConfig.from_dict(ck.config["generator"])
     frozen = ck.config.get("train", {}).get("vae_encoder") == "frozen"
-    vae = VAE(gcfg.in_shape[0], gcfg.out_size, gcfg.width, gcfg.fc_dims, gcfg.bridge, frozen_encoder=frozen)
+    vae = VAE(gcfg.in_shape[0], gcfg.out_size, gcfg.width, gcfg.fc_dims, gcfg.bridge, frozen_encoder=frozen,
+              upsample=gcfg.upsample)
     load_state_dict_strict(vae, ck.tensors, f"VAE {path}")
     vae = vae.eval().requires_grad_(False).to(device)
     if frozen:  # its encoder is the shipped encoder's conv1–fc6: attach it, and check it is the same one
@@ -243,7 +245,7 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu"):
 def per_item_normal(n: int, dim: int, seed: int, offset: int = 0) -> torch.Tensor:
     """(n, dim) standard normal rows, row i drawn from its own generator seeded by (seed, offset + i),
     so a sample does not depend on how many others are drawn with it."""
-    rows = [torch.randn(dim, generator=torch.Generator().manual_seed(seed * 100_003 + offset + i))
+    rows = [torch.randn(dim, generator=torch.Generator().manual_seed(rng_seed(seed * 100_003 + offset + i)))
             for i in range(n)]
     return torch.stack(rows)
 

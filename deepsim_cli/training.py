@@ -30,7 +30,7 @@ from .errors import DeepsimError, UsageError
 from .generators import VAE, Generator, GeneratorConfig
 from .losses import LOSS_PRESETS, LossWeights, discr_loss, generator_loss, kl_loss
 from .precision import autocast, resolve_precision
-from .utils import clean_stale_temp_files
+from .utils import clean_stale_temp_files, rng_seed
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 
@@ -107,7 +107,7 @@ class Trainer:
         else:
             self.comparator = None
 
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(rng_seed(cfg.seed))
         if cfg.vae_encoder not in ("finetune", "frozen"):
             raise UsageError(f"unknown --vae-encoder {cfg.vae_encoder!r}; valid: finetune, frozen")
         self.vae_frozen = cfg.model == "vae" and cfg.vae_encoder == "frozen"
@@ -137,13 +137,14 @@ class Trainer:
                                  f"from a conv-layer (pool5) generator of {cfg.encoder}")
         self.prior_steps = init.train_steps if continuing else 0
         self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
-                                    tuple(cfg.fc_dims) if kind == "fc" else (), bridge)
+                                    tuple(cfg.fc_dims) if kind == "fc" else (), bridge,
+                                    icfg.upsample if icfg is not None and (continuing or bridge) else cfg.upsample)
         if cfg.model == "inverter":
             self.G: torch.nn.Module = Generator(self.gcfg).to(device)
             cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
         else:
             vae = VAE(cfg.latent_dim, cfg.image_size, cfg.g_width, tuple(cfg.fc_dims), bridge,
-                      frozen_encoder=self.vae_frozen)
+                      frozen_encoder=self.vae_frozen, upsample=self.gcfg.upsample)
             if self.vae_frozen:
                 vae.attach_encoder(self.encoder)
             elif cfg.encoder == "alexnet" and self.encoder.weights_path is not None:
@@ -208,7 +209,7 @@ class Trainer:
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
         saved = TrainConfig.from_dict(ck.config)
-        fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "fc_dims", "vae_encoder",
+        fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "upsample", "fc_dims", "vae_encoder",
                  "d_width", "d_cond", "seed", "batch", "latent_dim")
         diff = [k for k in fixed if getattr(saved, k) != getattr(self.cfg, k)]
         if diff:
@@ -340,7 +341,7 @@ class Trainer:
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
         cfg, w = self.cfg, self.current_weights()
-        torch.manual_seed(cfg.seed * 1_000_003 + self.step)  # dropout / VAE noise: a function of step
+        torch.manual_seed(rng_seed(cfg.seed * 1_000_003 + self.step))  # dropout / VAE noise: a function of step
         ac = autocast(self.device, self.precision)
         if self.bridge_layer is not None and self.step < cfg.bridge_steps:
             return self.bridge_step(x, y, ac)

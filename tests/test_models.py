@@ -176,3 +176,20 @@ def test_vae_init_from_alexnet():
     vae.init_from_alexnet({k: v.half() for k, v in alex.state_dict().items()})
     assert torch.equal(vae.features[0].weight, alex.features[0].weight.half().float())
     assert torch.equal(vae.fc6.weight, alex.classifier[1].weight.half().float())
+
+
+def test_resize_upsampling_generator_has_no_transposed_convs_and_round_trips():
+    from deepsim_cli.generators import Generator, GeneratorConfig
+    cfg = GeneratorConfig("conv", (256, 6, 6), 32, 0.125, (), (), "resize")
+    g = Generator(cfg)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in g.up.modules())
+    y = torch.randn(2, 256, 6, 6)
+    out = g(y)
+    assert out.shape == (2, 3, 32, 32) and torch.isfinite(out).all()
+    out.mean().backward()
+    assert all(p.grad is not None for p in g.parameters())
+    assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    # old checkpoints have no upsample field: they are the paper's deconv layout
+    d = cfg.to_dict()
+    del d["upsample"]
+    assert GeneratorConfig.from_dict(d).upsample == "deconv"

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 
 from ..config import TrainConfig
 from ._options import (DeviceOpt, EncoderWeightsOpt, JsonOpt, LossChoice, ModelChoice, QuietOpt,
-                       SeedOpt, err_console, print_json, resolve)
+                       SeedOpt, err_console, nonneg_float, positive_float, print_json, resolve)
 
 _D = TrainConfig()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.I)
@@ -26,7 +27,10 @@ def parse_duration(text: str) -> float:
     m = _DURATION.match(text)
     if not m:
         raise UsageError(f"--time-limit {text!r} is not a duration (e.g. 3600, 90m, 2h)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
+    if not math.isfinite(seconds):  # 400 digits parse as inf
+        raise UsageError(f"--time-limit {text!r} is too long")
+    return seconds
 
 
 def build_config(base: TrainConfig, **given: Any) -> TrainConfig:
@@ -81,15 +85,15 @@ def train(
                                                  help=_h("Total optimizer steps.", _D.steps))] = None,
     batch: Annotated[Optional[int], typer.Option("--batch", "-b", min=1, show_default=False,
                                                  help=_h("Batch size.", _D.batch))] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", min=0, show_default=False,
+    lr: Annotated[Optional[float], typer.Option("--lr", metavar="LR>=0", callback=nonneg_float, show_default=False,
                                                 help=_h("Adam learning rate (G and D).", _D.lr))] = None,
     loss: Annotated[Optional[LossChoice], typer.Option(
         "--loss", show_default=False, help=_h("Which loss terms to use.", _D.loss))] = None,
-    w_feat: Annotated[Optional[float], typer.Option("--w-feat", min=0, show_default=False,
+    w_feat: Annotated[Optional[float], typer.Option("--w-feat", metavar="W>=0", callback=nonneg_float, show_default=False,
                                                     help=_h("Weight of the feature loss.", _D.w_feat))] = None,
-    w_adv: Annotated[Optional[float], typer.Option("--w-adv", min=0, show_default=False,
+    w_adv: Annotated[Optional[float], typer.Option("--w-adv", metavar="W>=0", callback=nonneg_float, show_default=False,
                                                    help=_h("Weight of the adversarial loss.", _D.w_adv))] = None,
-    w_img: Annotated[Optional[float], typer.Option("--w-img", min=0, show_default=False,
+    w_img: Annotated[Optional[float], typer.Option("--w-img", metavar="W>=0", callback=nonneg_float, show_default=False,
                                                    help=_h("Weight of the image loss.", _D.w_img))] = None,
     img_warmup: Annotated[Optional[int], typer.Option(
         "--img-warmup", min=0, show_default=False,
@@ -99,9 +103,13 @@ def train(
     load_size: Annotated[Optional[int], typer.Option(
         "--load-size", min=8, show_default=False,
         help=_h("Images are decoded once at this size, then randomly cropped.", _D.load_size))] = None,
-    g_width: Annotated[Optional[float], typer.Option("--g-width", min=0, show_default=False,
+    g_width: Annotated[Optional[float], typer.Option("--g-width", metavar="X>0", callback=positive_float, show_default=False,
                                                      help=_h("Generator width multiplier.", _D.g_width))] = None,
-    d_width: Annotated[Optional[float], typer.Option("--d-width", min=0, show_default=False,
+    upsample: Annotated[Optional[Literal["deconv", "resize"]], typer.Option(
+        "--upsample", show_default=False,
+        help=_h("Generator up-sampling: deconv (the paper's 4x4 stride-2 transposed convs) or resize "
+                "(nearest x2 + 3x3 conv: no checkerboard pattern).", _D.upsample))] = None,
+    d_width: Annotated[Optional[float], typer.Option("--d-width", metavar="X>0", callback=positive_float, show_default=False,
                                                      help=_h("Discriminator width multiplier.", _D.d_width))] = None,
     init_generator: Annotated[Optional[Path], typer.Option(
         "--init-generator", metavar="FILE", show_default=False,
@@ -111,9 +119,9 @@ def train(
     latent_dim: Annotated[Optional[int], typer.Option(
         "--latent-dim", min=1, show_default=False, help=_h("VAE: size of the latent code z.", _D.latent_dim))] = None,
     w_kl: Annotated[Optional[float], typer.Option(
-        "--w-kl", min=0, show_default=False, help=_h("VAE: weight of the KL term (per nat, summed over z).", _D.w_kl))] = None,
+        "--w-kl", metavar="W>=0", callback=nonneg_float, show_default=False, help=_h("VAE: weight of the KL term (per nat, summed over z).", _D.w_kl))] = None,
     g_clip: Annotated[Optional[float], typer.Option(
-        "--g-clip", min=0, show_default=False,
+        "--g-clip", metavar="X>=0", callback=nonneg_float, show_default=False,
         help="Clip G's gradient norm at this multiple of its running mean (0: off). "
              "[default: 2 for --model vae, off for inverters]")] = None,
     vae_encoder: Annotated[Optional[str], typer.Option(
@@ -163,7 +171,7 @@ def train(
     given: dict[str, Any] = dict(
         layer=layer, encoder=encoder, comparator=comparator, model=model, steps=steps, batch=batch,
         lr=lr, loss=loss, w_feat=w_feat, w_adv=w_adv, w_img=w_img, img_warmup=img_warmup,
-        image_size=image_size, load_size=load_size, g_width=g_width, d_width=d_width, limit=limit,
+        image_size=image_size, load_size=load_size, g_width=g_width, upsample=upsample, d_width=d_width, limit=limit,
         grid_every=grid_every, ckpt_every=ckpt_every, log_every=log_every,
         encoder_weights=str(encoder_weights) if encoder_weights is not None else None,
         data=tuple(str(p) for p in data) if data else None,
