@@ -21,6 +21,8 @@ import torch.nn.functional as F
 
 from .errors import UsageError
 from .images import load_image, to_uint8
+from .paths import check_input
+from .utils import rng_seed
 
 _DECODE_VERSION = 2  # bump when decoding changes, so cached arrays are rebuilt
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -35,9 +37,7 @@ def _decode(data: bytes, size: int) -> np.ndarray:
 def _iter_sources(source: str | os.PathLike) -> list[tuple[str, callable]]:
     """[(name, read_bytes)] for every image in a dir (recursive) or a tar, sorted by name."""
     p = Path(source)
-    if not p.exists():
-        raise UsageError(f"data source not found: {p}")
-    if p.is_dir():
+    if check_input(p, what="data source") == "folder":
         files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
         return [(str(f.relative_to(p)), f.read_bytes) for f in files]
     if tarfile.is_tarfile(p):
@@ -69,9 +69,11 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
         sources = [sources]
     key_src = []
     for s in sources:
+        # a FIFO or device would block tarfile.is_tarfile / read_bytes forever, a symbolic-link loop
+        # makes Path.resolve raise RuntimeError: refuse them (one line) before touching the path
+        if check_input(s, what="data source") == "stdin":
+            raise UsageError("data source '-': standard input is not a folder or a tar file")
         p = Path(s).resolve()
-        if not p.exists():
-            raise UsageError(f"data source not found: {p}")
         st = p.stat()
         key_src.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
         if p.is_dir():
@@ -118,7 +120,7 @@ def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:
     """Indices of batch `step` of an epoch-wise shuffled stream (a function of seed and step)."""
     per_epoch = max(1, n // batch)
     epoch, k = divmod(step, per_epoch)
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    g = torch.Generator().manual_seed(rng_seed(seed * 1_000_003 + epoch))
     perm = torch.randperm(n, generator=g)
     return perm[k * batch:(k + 1) * batch]
 

@@ -26,6 +26,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .data import color_jitter, load_array, random_resized_crop, step_generator, to_float
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, weights_dir
 from .precision import autocast
+from .utils import rng_seed
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 12
     handles = [m.register_forward_hook(hook) for m in bns]
     teacher.requires_grad_(False)
     out = np.empty((len(classes), size, size, 3), dtype=np.uint8)
-    g = torch.Generator(device="cpu").manual_seed(seed)
+    g = torch.Generator(device="cpu").manual_seed(rng_seed(seed))
     try:
         for start in range(0, len(classes), batch):
             cls = torch.tensor(list(classes[start:start + batch]), device=device)
@@ -243,7 +244,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
     Writes the complete AlexNet (genuine convs + distilled head) to `out`; resumes from
     `state_path` if it exists. Returns the final stats.
     """
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(rng_seed(cfg.seed))
     teacher, student = teacher_student(device)
     teacher = teacher.to(memory_format=torch.channels_last)
     params = list(student.classifier.parameters())

@@ -12,6 +12,8 @@ import io
 import math
 import os
 import sys
+import threading
+import warnings
 from pathlib import Path
 from typing import BinaryIO, Sequence, Union
 
@@ -20,11 +22,13 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from .errors import DeepsimError, UsageError
+from .paths import check_input
 from .utils import atomic_output
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageError",
+    "MAX_PIXELS",
     "from_uint8",
     "list_images",
     "load_image",
@@ -42,6 +46,18 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif",
      ".ppm", ".pgm", ".pbm", ".pnm"}
 )
+
+#: Largest image (width × height) :func:`load_image` decodes: 100 megapixels (300 MB as 8-bit RGB).
+#: Bigger ones are refused from their header, before decoding: a 12,000 × 12,000 PNG of one colour
+#: is a few KB on disk and 430 MB decoded (a "decompression bomb"). A module attribute, so a library
+#: user can raise it.
+MAX_PIXELS = 100_000_000
+
+# Image.open warns (DecompressionBombWarning, on stderr) above Pillow's own MAX_IMAGE_PIXELS and raises
+# above twice that; load_image makes its own check instead, so the warning is silenced around
+# Image.open. warnings.catch_warnings swaps process-wide state, hence one opener at a time (opening
+# reads only the header; decoding runs outside the lock, in parallel).
+_OPEN_LOCK = threading.Lock()
 
 # What save_image can write, keyed by lower-case suffix.
 _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
@@ -180,10 +196,8 @@ def _read_source(src: str | os.PathLike | bytes | BinaryIO) -> tuple[str, str | 
                 raise ImageError("cannot read image from stdin: no data (0 bytes)")
             return "<stdin>", io.BytesIO(data)
         path = Path(src)
-        if not path.exists():
-            raise ImageError(f"image file not found: {path}")
-        if path.is_dir():
-            raise ImageError(f"{path} is a directory, not an image file")
+        # missing, a folder, a symbolic-link loop, a FIFO or device (reading one would block): one line
+        check_input(path, what="image file", folder_ok=False, error=ImageError)
         try:
             empty = path.stat().st_size == 0
         except OSError as e:
@@ -285,7 +299,13 @@ def load_image(
         raise UsageError(f"image size must be a positive integer, got {size!r}")
     name, source = _read_source(src)
     try:
-        with Image.open(source) as im:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(source)
+        with opened as im:
+            w, h = im.size
+            if w * h > MAX_PIXELS:
+                raise _TooLarge(f"{w}×{h} pixels is over the limit of {_megapixels(MAX_PIXELS)}")
             # Decode fully here: Pillow is lazy, and a truncated file would otherwise only fail
             # later, outside this try, with a confusing traceback.
             im.load()
@@ -296,10 +316,22 @@ def load_image(
             arr = np.asarray(im, dtype=np.uint8)
     except Image.UnidentifiedImageError as e:
         raise ImageError(f"cannot read image {name}: not a recognised image format") from e
+    except _TooLarge as e:
+        raise ImageError(f"cannot read image {name}: {e}") from None
+    except Image.DecompressionBombError:  # Pillow's own limit (twice its MAX_IMAGE_PIXELS), met in open
+        raise ImageError(f"cannot read image {name}: over the limit of {_megapixels(MAX_PIXELS)}") from None
     except Exception as e:  # noqa: BLE001 - any decoder failure means the input is bad
         reason = str(e) or type(e).__name__
         raise ImageError(f"cannot read image {name}: {reason}") from e
     return from_uint8(arr, (-1.0, 1.0))  # (3, H, W) in [-1, 1]
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _megapixels(n: int) -> str:
+    return f"{n / 1e6:g} megapixels"
 
 
 def list_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
@@ -317,16 +349,19 @@ def list_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
         The image paths, in argument order with each directory's contents sorted.
 
     Raises:
-        ImageError: A path does not exist, or nothing was found at all.
+        ImageError: A path does not exist, is a symbolic-link loop or a FIFO / socket / device,
+            or nothing was found at all.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     out: list[Path] = []
     for p in paths:
         path = Path(p)
-        if os.fspath(p) == "-":
+        # missing, a symbolic-link loop, a FIFO or device (reading one would block) → one line
+        kind = check_input(p, what="image file", error=ImageError)
+        if kind != "folder":
             out.append(path)
-        elif path.is_dir():
+        else:
             found = sorted(
                 f
                 for f in path.rglob("*")
@@ -336,10 +371,6 @@ def list_images(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
             if not found:
                 raise ImageError(f"no image files found in directory {path}")
             out.extend(found)
-        elif path.exists():
-            out.append(path)
-        else:
-            raise ImageError(f"image file not found: {path}")
     if not out:
         raise ImageError("no image files given")
     return out

@@ -70,8 +70,20 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+#: torch's generators take seeds in [-2**63, 2**64) (a negative one counts modulo 2**64).
+_TORCH_SEED_RANGE = 2**64
+
+
+def rng_seed(seed: int) -> int:
+    """`seed` reduced to what torch.manual_seed / Generator.manual_seed accept, so any integer a user
+    types works (torch raises "Overflow when unpacking long long" outside [-2**63, 2**64)). Every
+    seed torch already accepted maps to one that draws the same numbers (torch reads a negative
+    seed modulo 2**64 too), so earlier results stay reproducible."""
+    return int(seed) % _TORCH_SEED_RANGE
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices) from one integer."""
+    """Seed Python, NumPy and torch (all devices) from one integer (any size)."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.manual_seed(rng_seed(seed))

@@ -21,6 +21,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .encoders import Encoder
 from .errors import UsageError
 from .precision import autocast, model_device
+from .utils import rng_seed
 
 
 @dataclass
@@ -186,7 +187,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     if init is not None:
         h = init.detach().clone().float().reshape(1, *code_shape).repeat(n, *[1] * len(code_shape)).to(dev)
     else:  # codes are post-ReLU: small positive random start, one generator per run
-        h = torch.stack([torch.randn(*code_shape, generator=torch.Generator().manual_seed(s)).abs() * 0.1
+        h = torch.stack([torch.randn(*code_shape, generator=torch.Generator().manual_seed(rng_seed(s))).abs() * 0.1
                          for s in seeds]).to(dev)
     if bounds is not None:
         h = bounds.clip(h)
@@ -204,7 +205,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
 
     results = [VisResult(image=torch.empty(0), code=h[i], activation=float("nan")) for i in range(n)]
     red = tuple(range(1, h.dim()))
-    rng = torch.Generator().manual_seed(seeds[0])
+    rng = torch.Generator().manual_seed(rng_seed(seeds[0]))
     for i in range(iters):
         h = h.detach().requires_grad_(True)
         with autocast(dev, precision):

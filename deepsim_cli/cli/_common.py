@@ -10,15 +10,20 @@ from ._options import GlobalOptions, err_console
 
 
 def precheck(inputs: Sequence[Optional[Path]] = (), encoder: Optional[str] = None,
-             layers: Sequence[str] = ()) -> None:
+             layers: Sequence[str] = (), *, single: Sequence[Optional[Path]] = ()) -> None:
     """Usage errors that need no torch, reported before it loads (a second or more): input
-    paths that do not exist, layer names the encoder does not have."""
-    from ..errors import UsageError
+    paths that do not exist, are symbolic-link loops or FIFOs / devices (which would block a
+    reader), folders given where one image is expected (`single`), layer names the encoder
+    does not have."""
+    from ..paths import check_input
     from ..taps import check_layer_names
 
     for p in inputs:
-        if p is not None and os.fspath(p) != "-" and not os.path.lexists(p):
-            raise UsageError(f"input not found: {p}")
+        if p is not None:
+            check_input(p)
+    for p in single:
+        if p is not None:
+            check_input(p, folder_ok=False)
     if encoder is not None:
         check_layer_names(encoder, layers)
 

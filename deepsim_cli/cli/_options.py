@@ -4,6 +4,7 @@ consoles and output helpers. Nothing here imports torch, so `deepsim --help` sta
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal, Optional
 import typer
 from rich.console import Console
 
+from ..errors import UsageError
 from ..loss_weights import LOSS_PRESETS
 from ..precision import PRECISIONS
 
@@ -42,6 +44,44 @@ def check_device(value: Optional[str]) -> Optional[str]:
     if value is not None and not _DEVICE_RE.match(value):
         raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
     return value
+
+
+def float_check(*, low: Optional[float] = None, high: Optional[float] = None,
+                low_open: bool = False) -> Any:
+    """A Typer callback for a float option: NaN, ±inf and values outside [low, high] (or (low, high]
+    with low_open) are refused with a one-line usage error (exit 2), which Click's own range check
+    (min=/max=) does not give (it prints a framed box and lets inf through). Torch-free."""
+
+    def check(ctx: Any, param: Any, value: Optional[float]) -> Optional[float]:
+        if value is None or (ctx is not None and getattr(ctx, "resilient_parsing", False)):
+            return value
+        name = param.opts[0] if param is not None and getattr(param, "opts", None) else "value"
+        v = float(value)
+        if not math.isfinite(v):
+            raise UsageError(f"{name} must be a finite number, got {value}")
+        if low is not None and (v <= low if low_open else v < low):
+            raise UsageError(f"{name} must be {'>' if low_open else '>='} {low:g}, got {value:g}")
+        if high is not None and v > high:
+            raise UsageError(f"{name} must be <= {high:g}, got {value:g}")
+        return value
+
+    return check
+
+
+#: Callbacks for float options (torch-free): any finite number, >= 0, > 0, in [0, 1].
+finite_float = float_check()
+nonneg_float = float_check(low=0.0)
+positive_float = float_check(low=0.0, low_open=True)
+unit_float = float_check(low=0.0, high=1.0)
+
+#: Upper bounds of iteration and image counts, so a typo (`--iters 1000000000000`) is a usage
+#: error instead of a run that never ends; each option's help states its bound.
+MAX_STEPS = 10_000        # optimisation steps: visualize --iters, invert --steps
+MAX_REENCODE = 256        # reencode --iters (every iteration is kept in memory for the GIF)
+MAX_FRAMES = 512          # sample --frames (GIF frames)
+MAX_INTERP = 100          # interpolate --steps (one strip PNG holds every frame)
+MAX_SAMPLES = 1024        # sample -n
+MAX_SEEDS = 64            # visualize --seeds (all starts run as one batch)
 
 
 # ------------------------------------------------------------------ option aliases

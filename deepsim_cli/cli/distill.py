@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import precheck, say, setup
-from ._options import BatchOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, print_json, resolve
+from ._options import (BatchOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, nonneg_float, positive_float, print_json,
+                       resolve)
 
 
 def distill(
@@ -19,8 +20,10 @@ def distill(
                                       help="Where to write the complete AlexNet.")] = Path("weights/alexnet.safetensors"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = 6000,
     batch: BatchOpt = 256,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 5e-4,
-    temperature: Annotated[float, typer.Option("--temperature", help="Softening of the teacher's logits.")] = 2.0,
+    lr: Annotated[float, typer.Option("--lr", metavar="LR>=0", callback=nonneg_float,
+                                      help="AdamW learning rate.")] = 5e-4,
+    temperature: Annotated[float, typer.Option("--temperature", metavar="T>0", callback=positive_float,
+                                               help="Softening of the teacher's logits.")] = 2.0,
     load_size: Annotated[int, typer.Option("--load-size", min=32,
                                            help="Images are decoded once at this size, then randomly cropped to 224.")] = 144,
     synthetic: Annotated[int, typer.Option(

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
-from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
-                       QuietOpt, SeedOpt, print_json, resolve)
+from ._options import (MAX_INTERP, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
+                       OutOpt, QuietOpt, SeedOpt, print_json, resolve)
 
 
 def interpolate(
@@ -20,7 +20,8 @@ def interpolate(
     encoder: EncoderOpt = "alexnet",
     encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
-    steps: Annotated[int, typer.Option("--steps", "-n", min=2, help="Frames, both ends included.")] = 10,
+    steps: Annotated[int, typer.Option("--steps", "-n", min=2, max=MAX_INTERP,
+                                       help=f"Frames, both ends included (at most {MAX_INTERP}).")] = 10,
     use_slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
     pingpong: Annotated[bool, typer.Option("--pingpong", help="GIF plays forward then backward.")] = False,
     frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 150,
@@ -40,7 +41,7 @@ def interpolate(
 
       deepsim interpolate a.jpg b.jpg --layer pool5 --slerp --pingpong -o morph.png
     """
-    precheck([image_a, image_b], encoder, [layer])  # answers typos before torch loads
+    precheck([], encoder, [layer], single=[image_a, image_b])  # answers typos before torch loads
     from ..images import make_grid, save_gif, save_image
     from ..inference import interpolate as lib_interpolate
 

@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 import typer
 
 from ._common import check_suffix, load_encoder, load_gen, output_path, parse_layers, precheck, read_inputs, say, setup
-from ._options import (BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
-                       QuietOpt, SeedOpt, print_json, resolve)
+from ._options import (MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt,
+                       OutOpt, QuietOpt, SeedOpt, print_json, resolve)
 
 
 def invert(
@@ -29,7 +29,8 @@ def invert(
     out: OutOpt = None,
     size: Annotated[int, typer.Option("--size", min=16,
                                       help="Output side for --method optimize.")] = 128,
-    steps: Annotated[int, typer.Option("--steps", min=1, help="Iterations for --method optimize.")] = 200,
+    steps: Annotated[int, typer.Option("--steps", min=1, max=MAX_STEPS,
+                                       help=f"Iterations for --method optimize (at most {MAX_STEPS}).")] = 200,
     batch: BatchOpt = 32,
     device: DeviceOpt = None,
     seed: SeedOpt = None,

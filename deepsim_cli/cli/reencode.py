@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
-from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt, OutOpt,
-                       QuietOpt, SeedOpt, print_json, resolve)
+from ._options import (MAX_REENCODE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
+                       OutOpt, QuietOpt, SeedOpt, print_json, resolve)
 
 
 def reencode(
@@ -20,8 +20,9 @@ def reencode(
     encoder: EncoderOpt = "alexnet",
     encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
-    iterations: Annotated[int, typer.Option("--iters", "--iterations", "-n", min=1,
-                                            help="How many times to apply x → G(E(x)).")] = 8,
+    iterations: Annotated[int, typer.Option("--iters", "--iterations", "-n", min=1, max=MAX_REENCODE,
+                                            help=f"How many times to apply x → G(E(x)) (at most "
+                                                 f"{MAX_REENCODE}).")] = 8,
     out: OutOpt = None,
     gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write a GIF of every iteration "
                                                               "beside the grid.")] = True,

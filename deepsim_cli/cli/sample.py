@@ -8,20 +8,23 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import check_suffix, output_path, precheck, read_inputs, say, setup
-from ._options import DeviceOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt, print_json, resolve
+from ._options import (MAX_FRAMES, MAX_SAMPLES, DeviceOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
+                       nonneg_float, print_json, resolve)
 
 
 def sample(
     ctx: typer.Context,
     weights: GeneratorOpt = None,
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many images.")] = 16,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", min=0.0,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=MAX_SAMPLES,
+                                   help=f"How many images (at most {MAX_SAMPLES}).")] = 16,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", metavar="T>=0", callback=nonneg_float,
                                                help="Scale of z ~ N(0, t² I).")] = 1.0,
     from_image: Annotated[Optional[Path], typer.Option(
         "--from", metavar="IMG", show_default=False,
         help="Decode n draws from this image's posterior q(z|x) instead of the prior.")] = None,
     gif: Annotated[bool, typer.Option("--gif", help="Also write a GIF walking a random great circle in z.")] = False,
-    frames: Annotated[int, typer.Option("--frames", min=2, help="GIF frames.")] = 32,
+    frames: Annotated[int, typer.Option("--frames", min=2, max=MAX_FRAMES,
+                                        help=f"GIF frames (at most {MAX_FRAMES}).")] = 32,
     out: OutOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -40,7 +43,7 @@ def sample(
 
       deepsim sample --weights vae.safetensors --gif --frames 48 --temperature 0.8
     """
-    precheck([from_image])  # answers typos before torch loads
+    precheck(single=[from_image])  # answers typos (and a folder for --from) before torch loads
     from ..encoders import weights_dir
     from ..errors import UsageError
     from ..images import make_grid, save_gif, save_image

@@ -85,15 +85,19 @@ def train(
                                                  help=_h("Total optimizer steps.", _D.steps))] = None,
     batch: Annotated[Optional[int], typer.Option("--batch", "-b", min=1, show_default=False,
                                                  help=_h("Batch size.", _D.batch))] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", metavar="LR>=0", callback=nonneg_float, show_default=False,
+    lr: Annotated[Optional[float], typer.Option("--lr", metavar="LR>=0", callback=nonneg_float,
+                                                show_default=False,
                                                 help=_h("Adam learning rate (G and D).", _D.lr))] = None,
     loss: Annotated[Optional[LossChoice], typer.Option(
         "--loss", show_default=False, help=_h("Which loss terms to use.", _D.loss))] = None,
-    w_feat: Annotated[Optional[float], typer.Option("--w-feat", metavar="W>=0", callback=nonneg_float, show_default=False,
+    w_feat: Annotated[Optional[float], typer.Option("--w-feat", metavar="W>=0", callback=nonneg_float,
+                                                    show_default=False,
                                                     help=_h("Weight of the feature loss.", _D.w_feat))] = None,
-    w_adv: Annotated[Optional[float], typer.Option("--w-adv", metavar="W>=0", callback=nonneg_float, show_default=False,
+    w_adv: Annotated[Optional[float], typer.Option("--w-adv", metavar="W>=0", callback=nonneg_float,
+                                                   show_default=False,
                                                    help=_h("Weight of the adversarial loss.", _D.w_adv))] = None,
-    w_img: Annotated[Optional[float], typer.Option("--w-img", metavar="W>=0", callback=nonneg_float, show_default=False,
+    w_img: Annotated[Optional[float], typer.Option("--w-img", metavar="W>=0", callback=nonneg_float,
+                                                   show_default=False,
                                                    help=_h("Weight of the image loss.", _D.w_img))] = None,
     img_warmup: Annotated[Optional[int], typer.Option(
         "--img-warmup", min=0, show_default=False,
@@ -103,13 +107,15 @@ def train(
     load_size: Annotated[Optional[int], typer.Option(
         "--load-size", min=8, show_default=False,
         help=_h("Images are decoded once at this size, then randomly cropped.", _D.load_size))] = None,
-    g_width: Annotated[Optional[float], typer.Option("--g-width", metavar="X>0", callback=positive_float, show_default=False,
+    g_width: Annotated[Optional[float], typer.Option("--g-width", metavar="X>0", callback=positive_float,
+                                                     show_default=False,
                                                      help=_h("Generator width multiplier.", _D.g_width))] = None,
     upsample: Annotated[Optional[Literal["deconv", "resize"]], typer.Option(
         "--upsample", show_default=False,
         help=_h("Generator up-sampling: deconv (the paper's 4x4 stride-2 transposed convs) or resize "
                 "(nearest x2 + 3x3 conv: no checkerboard pattern).", _D.upsample))] = None,
-    d_width: Annotated[Optional[float], typer.Option("--d-width", metavar="X>0", callback=positive_float, show_default=False,
+    d_width: Annotated[Optional[float], typer.Option("--d-width", metavar="X>0", callback=positive_float,
+                                                     show_default=False,
                                                      help=_h("Discriminator width multiplier.", _D.d_width))] = None,
     init_generator: Annotated[Optional[Path], typer.Option(
         "--init-generator", metavar="FILE", show_default=False,

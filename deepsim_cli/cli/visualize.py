@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
-from ._options import (DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
-                       print_json, resolve)
+from ._options import (MAX_SEEDS, MAX_STEPS, DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
+                       QuietOpt, SeedOpt, nonneg_float, print_json, resolve, unit_float)
 
 
 def _xy(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -21,6 +21,33 @@ def _xy(text: Optional[str]) -> Optional[tuple[int, int]]:
     except ValueError:
         raise UsageError(f"--xy takes X,Y (two integers), got {text!r}") from None
     return x, y
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: integers and inclusive ranges, comma-separated ("0,1,2", "0-3", "0-3,10", "-1");
+    at most MAX_SEEDS in all. Torch-free: a typo is answered before torch loads."""
+    import re
+
+    from ..errors import UsageError
+
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(-?\d+)(?:\s*-\s*(-?\d+))?", part)
+        if m is None:
+            raise UsageError(f"--seeds takes integers or ranges, e.g. 0,1,2 or 0-3; got {text!r}")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise UsageError(f"--seeds range {part!r} ends before it starts")
+        if len(seeds) + (hi - lo + 1) > MAX_SEEDS:
+            raise UsageError(f"--seeds {text!r}: more than {MAX_SEEDS} seeds (they run as one batch)")
+        seeds += range(lo, hi + 1)
+    if not seeds:
+        raise UsageError(f"--seeds needs at least one seed (e.g. 0,1,2 or 0-3); got {text!r}")
+    return seeds
 
 
 def visualize(
@@ -38,12 +65,16 @@ def visualize(
     weights: GeneratorOpt = None,
     code_layer: Annotated[str, typer.Option("--code-layer", metavar="LAYER",
                                             help="AlexNet layer the generator decodes (the optimised code).")] = "fc6",
-    iters: Annotated[int, typer.Option("--iters", "--steps", min=1, help="Optimisation steps.")] = 200,
+    iters: Annotated[int, typer.Option("--iters", "--steps", min=1, max=MAX_STEPS,
+                                       help=f"Optimisation steps (at most {MAX_STEPS}).")] = 200,
     lr_start: Annotated[float, typer.Option(
-        "--lr-start", help="Initial step size (decays linearly). The paper's 8.0 is for Caffe's AlexNet, whose "
-                           "fc6 codes are much larger than this (normalised-input) AlexNet's.")] = 1.0,
-    lr_end: Annotated[float, typer.Option("--lr-end", help="Final step size.")] = 1e-10,
-    decay: Annotated[float, typer.Option("--decay", min=0, max=1, help="L2 decay of the code per step.")] = 0.01,
+        "--lr-start", metavar="LR>=0", callback=nonneg_float,
+        help="Initial step size (decays linearly). The paper's 8.0 is for Caffe's AlexNet, whose "
+             "fc6 codes are much larger than this (normalised-input) AlexNet's.")] = 1.0,
+    lr_end: Annotated[float, typer.Option("--lr-end", metavar="LR>=0", callback=nonneg_float,
+                                          help="Final step size.")] = 1e-10,
+    decay: Annotated[float, typer.Option("--decay", metavar="0..1", callback=unit_float,
+                                         help="L2 decay of the code per step.")] = 0.01,
     objective: Annotated[str, typer.Option(
         "--objective", metavar="activation|logprob",
         help="Maximise the unit's raw activation (the paper) or, for a classifier layer, its log-softmax "
@@ -58,7 +89,9 @@ def visualize(
                                               help="Spatial position for conv units (default: centre).")] = None,
     init: Annotated[Optional[Path], typer.Option("--init", metavar="IMG", show_default=False,
                                                  help="Start from this image's code instead of a random one.")] = None,
-    seeds: Annotated[str, typer.Option("--seeds", metavar="S[,S…]", help="Random starts (one grid cell each).")] = "0",
+    seeds: Annotated[str, typer.Option(
+        "--seeds", metavar="S[,S…]|A-B",
+        help=f"Random starts (one grid cell each): a list 0,1,2 or a range 0-3 (at most {MAX_SEEDS}).")] = "0",
     save_every: Annotated[int, typer.Option("--save-every", min=0,
                                             help="Write a GIF of the optimisation, a frame every K steps.")] = 0,
     compute_bounds: Annotated[bool, typer.Option(
@@ -92,7 +125,8 @@ def visualize(
 
       deepsim visualize --compute-bounds --data ../shared/data/imagenette-160-train.tar
     """
-    precheck([init, *(data or [])], encoder, [layer])  # answers typos before torch loads
+    precheck(data or [], encoder, [layer], single=[init])  # answers typos before torch loads
+    seed_list = parse_seeds(seeds)
     import torch
 
     from ..data import load_array
@@ -132,7 +166,6 @@ def visualize(
                              "or pass --no-bounds")
         bounds = CodeBounds.load(bpath)
     target = load_encoder(encoder, encoder_weights, dev)
-    seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     init_code = None
     if init is not None:
         xi, _ = read_inputs([init], gen.image_size)
