@@ -77,6 +77,9 @@ def main() -> None:
     ap.add_argument("--init-mean", type=Path, default=None,
                     help="start every run from the mean fc6 code of 2,000 images of this DIR|TAR")
     ap.add_argument("--chunk", type=int, default=20, help="runs per batch")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    ap.add_argument("--timing-only", action="store_true",
+                    help="only time 200 iterations for one unit in fp32 and bf16 side by side")
     a = ap.parse_args()
     torch.set_grad_enabled(True)
     gpath = a.weights or shipped_generator_path("fc6")
@@ -98,8 +101,19 @@ def main() -> None:
     def dgn_am(units: list[int], seeds: list[int], iters: int):
         return visualize_many(gen.G, alex, "fc8", units, seeds=seeds, code_shape=gen.G.cfg.in_shape, iters=iters,
                               bounds=bounds, lr=(a.lr_start, 1e-10), objective=a.objective,
-                              jitter=a.jitter, views=a.views, init=init)
+                              jitter=a.jitter, views=a.views, init=init, precision=precision)
 
+    if a.timing_only:
+        times = {}
+        for precision in ("fp32", "bf16"):
+            dgn_am([classes[0]], [0], 5)  # warm-up
+            t = time.perf_counter()
+            dgn_am([classes[0]], [0], 200)
+            times[precision] = time.perf_counter() - t
+        print(f"DGN-AM 200 iterations, one unit (objective {a.objective}, jitter {a.jitter}, views {a.views}): "
+              f"fp32 {times['fp32']:.1f} s, bf16 {times['bf16']:.1f} s, ratio {times['fp32'] / times['bf16']:.2f}x")
+        return
+    precision = a.precision
     t = time.perf_counter()
     dgn_am([classes[0]], [0], 200)
     one_unit_200 = time.perf_counter() - t
