@@ -113,7 +113,13 @@ class Encoder(nn.Module):
         return ((x + 1) * 0.5 - self.mean) / self.std
 
     def forward(self, x: torch.Tensor, layers: Sequence[str] | str,
-                trained_only: bool = True) -> dict[str, torch.Tensor]:
+                trained_only: bool = True, pre_activation: bool = False) -> dict[str, torch.Tensor]:
+        """{layer: features} of images x (B, 3, H, W) in [-1, 1], from one forward pass.
+
+        With `pre_activation`, a layer whose tap is a ReLU returns the ReLU's input instead (its
+        pre-activation, of the same shape): what activation maximisation needs, since a unit
+        that is off has zero gradient after the ReLU. Other layers are unaffected.
+        """
         if isinstance(layers, str):
             layers = [layers]
         layers = self.check_layers(layers, trained_only)
@@ -131,9 +137,20 @@ class Encoder(nn.Module):
                     raise _Stop
             return hook
 
+        def make_pre_hook(tap: str, is_last: bool) -> Callable:
+            def hook(_m, inp):
+                captured[tap] = inp[0].clone()  # before an in-place ReLU overwrites it
+                if is_last:
+                    raise _Stop
+            return hook
+
         for tap in need:
-            handles.append(self._modules_by_tap[tap].register_forward_hook(
-                make_hook(tap, order.index(tap) == last)))
+            mod = self._modules_by_tap[tap]
+            is_last = order.index(tap) == last
+            if pre_activation and isinstance(mod, nn.ReLU):
+                handles.append(mod.register_forward_pre_hook(make_pre_hook(tap, is_last)))
+            else:
+                handles.append(mod.register_forward_hook(make_hook(tap, is_last)))
         try:
             self.run_model(self.preprocess(x))
         except _Stop:

@@ -170,7 +170,9 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     by all runs. With `jitter`/`views` the random shifts are drawn for the whole batch (seeded by
     the first seed), so a run's shifts then depend on the batch it is in. The activation reported
     per step (`history`, `on_step`) is then the mean over the views (no extra forward pass for the
-    unshifted image); the final `activation` is always the unshifted image's.
+    unshifted image); the final `activation` is always the unshifted image's. For a layer whose
+    tap is a ReLU (conv1–conv5, fc6, fc7 of AlexNet) the objective, and so `history`, is the
+    unit's pre-activation; the final `activation` is the post-ReLU value.
     """
     target.check_layers([layer])
     if jitter < 0 or views < 1:
@@ -211,7 +213,9 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
         with autocast(dev, precision):
             x = G(h)
             xv = jitter_views(x, views, jitter, rng)  # x itself without jitter
-            feats_v = target(xv, [layer])[layer].float()
+            # the unit's pre-activation where its tap is a ReLU: a unit that is off at the start
+            # has no gradient after it (hidden units stayed at 0 from the default start)
+            feats_v = target(xv, [layer], pre_activation=objective == "activation")[layer].float()
         if objective == "logprob" and feats_v.dim() != 2:
             raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
         scores = feats_v.log_softmax(1) if objective == "logprob" else feats_v
@@ -238,7 +242,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
                 r.frame_acts.append(a[k])
     with torch.no_grad(), autocast(dev, precision):
         x = G(h).float()
-        final = acts_of(target(x, [layer])[layer].float()).cpu().tolist()
+        final = acts_of(target(x, [layer])[layer].float()).cpu().tolist()  # post-ReLU, as reported
     for k, r in enumerate(results):
         r.image, r.code, r.activation = x[k].clamp(-1, 1).cpu(), h[k:k + 1].detach().cpu(), final[k]
         if save_every:

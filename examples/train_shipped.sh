@@ -25,6 +25,18 @@ python benchmarks/distill_eval.py --student runs/alexnet-distilled.safetensors >
 python tools/ship_alexnet.py runs/alexnet-distilled.safetensors --eval runs/alexnet-eval.json \
     --data imagenette-160-train.tar --data tinyimagenet-64-train.tar --views $((6 * 21469))
 
+# AlexNet head v2 (weights/alexnet-head-v2.safetensors.index.json + 2 shards; the convs stay in
+# alexnet-conv.safetensors): the same recipe on all three training sets, extra-160 adding all 1000
+# classes, bf16 on this CPU (deepsim --precision auto), teacher at 192 px, images decoded at 160 px.
+# 6 rounds x 31,030 images = 186,180 cached views (267-515 s a round, 34 min in all), then the
+# head for 30 min on the cache (2026-12-01 session).
+deepsim distill --data "$DATA/imagenette-160-train.tar" --data "$DATA/tinyimagenet-64-train.tar" \
+    --data "$DATA/extra-160-train.tar" --load-size 160 --cache scratch/views-v2 --rounds 6 --teacher-size 192 \
+    --steps 100000 --time-limit "${DISTILL_TIME:-30m}" --out runs/alexnet-v2.safetensors
+python benchmarks/distill_eval.py --student runs/alexnet-v2.safetensors > runs/alexnet-v2-eval.json
+python tools/ship_alexnet.py runs/alexnet-v2.safetensors --eval runs/alexnet-v2-eval.json --name alexnet-head-v2 \
+    --data imagenette-160-train.tar --data tinyimagenet-64-train.tar --data extra-160-train.tar --views 186180
+
 # fc6 / fc7 / fc8 → 128 px, full DeePSiM loss, each started from the shipped pool5 generator: a
 # bridge (fc code → pool5-shaped map) is fitted by regression first (--bridge-steps), then the
 # whole generator trains end to end. Same data, comparator and budget rules as pool5.

@@ -250,3 +250,29 @@ def test_jittered_ascent_raises_the_activation_and_refuses_bad_options(tiny):
     assert len(r.history) == 6 and r.activation > r.history[0]
     with pytest.raises(UsageError, match="views"):
         visualize(G, E, "fc8", 3, code_shape=(64,), iters=1, views=0)
+
+
+def test_pre_activation_is_the_relu_input():
+    E = build_encoder("alexnet-random")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        pre = E(x, ["conv2", "fc8"], pre_activation=True)
+        post = E(x, ["conv2", "fc8"])
+    assert (pre["conv2"] < 0).any() and torch.equal(pre["conv2"].clamp_min(0), post["conv2"])
+    assert torch.equal(pre["fc8"], post["fc8"])  # fc8 has no ReLU
+
+
+def test_a_hidden_unit_that_is_off_at_the_start_still_gets_a_gradient(tiny):
+    G, E = tiny
+    h0 = torch.randn(64, generator=torch.Generator().manual_seed(0)).abs() * 0.1
+    with torch.no_grad():
+        pre = E(G(h0[None]), ["conv3"], pre_activation=True)["conv3"][0, :, 6, 6]
+    unit = int(pre.argmin())  # off at the start: post-ReLU 0, no gradient through the ReLU
+    assert pre[unit] < 0
+    r = visualize(G, E, "conv3", unit, code_shape=(64,), iters=10, lr=(8.0, 1e-10), precision="fp32")
+    assert r.history[-1] > r.history[0]  # the pre-activation rises from the default start
+
+
+def test_cli_class_needs_a_classifier_layer(weights_dir):
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--layer", "fc7", "--class", "bell pepper"])
+    assert r.exit_code == 2 and "--class names an ImageNet class" in r.stderr

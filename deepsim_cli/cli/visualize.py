@@ -156,6 +156,9 @@ def visualize(
         if not unit and not class_name:
             typer.echo(str(bpath))
             return
+    if class_name and layer not in ("fc8", "prob", "logits"):
+        raise UsageError(f"--class names an ImageNet class, a unit of a classifier layer (fc8, prob, "
+                         f"logits), not of {layer!r}; use --unit N for {layer}")
     units = list(unit or []) + [resolve_class(c) for c in (class_name or [])]
     if not units:
         raise UsageError("give --unit N or --class NAME (or --compute-bounds --data DIR)")
@@ -181,6 +184,10 @@ def visualize(
     if names is not None:
         probs = encode_batched(target, torch.stack([r.image for r in runs]), layer, 64,
                                precision=opts.precision).softmax(1)
+    dead = [(u, s) for (u, s), r in zip(pairs, runs) if not r.activation > 0]
+    if dead and layer not in ("fc8", "logits"):
+        say(opts, f"warning: {len(dead)} run(s) ended with the unit off (activation <= 0), e.g. unit "
+                  f"{dead[0][0]} seed {dead[0][1]}: try more --iters, another --seeds or --init IMG")
     for k, ((u, s), r) in enumerate(zip(pairs, runs)):
         prob = float(probs[k, u]) if names is not None else None
         label = names[u] if names is not None and u < len(names) else f"unit {u}"
