@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--g-width", type=float, default=0.5, help="0.5: the shipped pool5 recipe's generator")
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
     if a.threads:
@@ -47,7 +48,7 @@ def main() -> None:
     load = a.size + a.size // 8
     imgs = rng.integers(0, 256, (a.batch * 2, load, load, 3), dtype=np.uint8)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, layer {a.layer}, "
-          f"{a.size} px, batch {a.batch}")
+          f"{a.size} px, batch {a.batch}, G width {a.g_width}")
     configs = (("comparator at 224 (paper), random crops", {}),
                ("comparator at image size, random crops", {"comparator_size": a.size}),
                ("comparator at image size, feature cache", {"comparator_size": a.size, "feature_cache": True}))
@@ -55,7 +56,7 @@ def main() -> None:
         res = {}
         for p in ("fp32", "bf16"):
             cfg = TrainConfig(layer=a.layer, image_size=a.size, load_size=a.size + a.size // 8, batch=a.batch,
-                              precision=p, **kw)
+                              g_width=a.g_width, precision=p, **kw)
             with tempfile.TemporaryDirectory() as d:
                 tr = Trainer(cfg, Path(d), torch.device("cpu"))
                 if cfg.feature_cache:
