@@ -208,6 +208,8 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     results = [VisResult(image=torch.empty(0), code=h[i], activation=float("nan")) for i in range(n)]
     red = tuple(range(1, h.dim()))
     rng = torch.Generator().manual_seed(rng_seed(seeds[0]))
+    # (any callable target works; only an Encoder knows its ReLU taps)
+    pre = {"pre_activation": True} if objective == "activation" and isinstance(target, Encoder) else {}
     for i in range(iters):
         h = h.detach().requires_grad_(True)
         with autocast(dev, precision):
@@ -215,7 +217,7 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
             xv = jitter_views(x, views, jitter, rng)  # x itself without jitter
             # the unit's pre-activation where its tap is a ReLU: a unit that is off at the start
             # has no gradient after it (hidden units stayed at 0 from the default start)
-            feats_v = target(xv, [layer], pre_activation=objective == "activation")[layer].float()
+            feats_v = target(xv, [layer], **pre)[layer].float()
         if objective == "logprob" and feats_v.dim() != 2:
             raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
         scores = feats_v.log_softmax(1) if objective == "logprob" else feats_v

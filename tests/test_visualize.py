@@ -111,7 +111,7 @@ def weights_dir(tmp_path, monkeypatch):
 def test_cli_needs_bounds_then_computes_them(weights_dir):
     r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1", "--iters", "2"])
     assert r.exit_code == 2 and "compute-bounds" in r.stderr
-    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--force", "--data", str(IMAGES)])
     assert r.exit_code == 0, r.stderr
     assert Path(r.stdout.strip()) == weights_dir / "alexnet-fc6-generator.bounds.safetensors"
 
@@ -126,7 +126,7 @@ def test_cli_bounds_from_several_sources_cover_them_all(weights_dir, tmp_path):
     iio.imwrite(extra / "noise.png", torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8,
                                                      generator=torch.Generator().manual_seed(0)).numpy())
     shutil.copy(src, extra / src.name)
-    r = _runner().invoke(app, ["--device", "cpu", "--precision", "fp32", "visualize", "--compute-bounds",
+    r = _runner().invoke(app, ["--device", "cpu", "--precision", "fp32", "visualize", "--compute-bounds", "--force", "--force",
                                "--data", str(IMAGES), "--data", str(extra)])
     assert r.exit_code == 0, r.stderr
     got = CodeBounds.load(weights_dir / "alexnet-fc6-generator.bounds.safetensors")
@@ -139,7 +139,7 @@ def test_cli_bounds_from_several_sources_cover_them_all(weights_dir, tmp_path):
 
 
 def test_cli_grid_gif_and_json(weights_dir):
-    _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
+    _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--force", "--data", str(IMAGES)])
     r = _runner().invoke(app, ["--device", "cpu", "visualize", "--class", "bell pepper", "--unit", "1",
                                "--iters", "3", "--seeds", "0,1", "--save-every", "1", "-o", "v.png", "--json"])
     assert r.exit_code == 0, r.stderr
@@ -276,3 +276,12 @@ def test_a_hidden_unit_that_is_off_at_the_start_still_gets_a_gradient(tiny):
 def test_cli_class_needs_a_classifier_layer(weights_dir):
     r = _runner().invoke(app, ["--device", "cpu", "visualize", "--layer", "fc7", "--class", "bell pepper"])
     assert r.exit_code == 2 and "--class names an ImageNet class" in r.stderr
+
+
+def test_compute_bounds_does_not_replace_shipped_bounds_without_force(weights_dir):
+    bounds = weights_dir / "alexnet-fc6-generator.bounds.safetensors"
+    _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--force", "--data", str(IMAGES)])
+    before = bounds.read_bytes()
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
+    assert r.exit_code == 2 and "--force" in r.stderr
+    assert bounds.read_bytes() == before

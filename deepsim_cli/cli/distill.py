@@ -17,7 +17,8 @@ def distill(
     data: Annotated[list[Path], typer.Option(
         "--data", "-d", metavar="DIR|TAR", show_default=False, help="Training images; repeatable.")],
     out: Annotated[Path, typer.Option("--out", "-o", metavar="FILE",
-                                      help="Where to write the complete AlexNet.")] = Path("weights/alexnet.safetensors"),
+                                      help="Where to write the complete AlexNet (never the shipped weights/ by "
+                                           "default; ship with tools/ship_alexnet.py).")] = Path("runs/alexnet-distilled.safetensors"),
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimizer steps.")] = 6000,
     batch: BatchOpt = 256,
     lr: Annotated[float, typer.Option("--lr", metavar="LR>=0", callback=nonneg_float,

@@ -100,6 +100,8 @@ def visualize(
         "--data", metavar="DIR|TAR", show_default=False,
         help="Real images for --compute-bounds (repeatable: the generator's training sets).")] = None,
     no_bounds: Annotated[bool, typer.Option("--no-bounds", help="Do not clip the code.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="With --compute-bounds: replace the shipped generator's bounds file.")] = False,
     out: OutOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -148,6 +150,9 @@ def visualize(
     if compute_bounds:
         if not data:
             raise UsageError("--compute-bounds needs --data DIR|TAR (real images)")
+        if weights is None and bpath.is_file() and not force:
+            raise UsageError(f"{bpath} ships with deepsim; --compute-bounds will not replace it without "
+                             "--force (to use bounds of your own, pass --weights with your generator)")
         arr, _ = load_array([str(d) for d in data], gen.image_size)
         with torch.no_grad():
             codes = encode_batched(alex, arr, code_layer, 64, precision=opts.precision)
