@@ -41,7 +41,7 @@ def readme_hashes(readme: Path) -> dict[str, str]:
                 rows[first] = hexes[0].lower()
                 continue
         if len(hexes) == 1:
-            for name in re.findall(r"[\w.-]+\.safetensors", line):
+            for name in re.findall(r"[\w.-]+?\.safetensors(?![\w.-])", line):  # not NAME.safetensors.index.json
                 loose.setdefault(name, hexes[0].lower())
     return {**loose, **rows}
 
