@@ -144,15 +144,16 @@ class Encoder(nn.Module):
                     raise _Stop
             return hook
 
+        model, by_tap = self._model_for_autocast(x.device.type)
         for tap in need:
-            mod = self._modules_by_tap[tap]
+            mod = by_tap[tap]
             is_last = order.index(tap) == last
             if pre_activation and isinstance(mod, nn.ReLU):
                 handles.append(mod.register_forward_pre_hook(make_pre_hook(tap, is_last)))
             else:
                 handles.append(mod.register_forward_hook(make_hook(tap, is_last)))
         try:
-            self.run_model(self.preprocess(x))
+            model(self.preprocess(x).contiguous(memory_format=torch.channels_last))
         except _Stop:
             pass
         finally:
@@ -166,8 +167,17 @@ class Encoder(nn.Module):
                 out[layer] = captured[layer]
         return out
 
-    def run_model(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.contiguous(memory_format=torch.channels_last))
+    def _model_for_autocast(self, device_type: str) -> tuple[nn.Module, dict[str, nn.Module]]:
+        """The network to run: under bf16 autocast a bf16 copy of it (no per-call weight casts;
+        see precision.frozen_copy), else the model itself; with its {tap: module} map."""
+        from .precision import autocast_dtype, frozen_copy
+
+        dtype = autocast_dtype(device_type)
+        if dtype is None or dtype == torch.float32:
+            return self.model, self._modules_by_tap
+        model = frozen_copy(self.model, dtype)
+        modules = dict(model.named_modules())
+        return model, {k: modules[v] for k, v in self.taps.items()}
 
     @torch.no_grad()
     def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:

@@ -14,7 +14,7 @@ from .checkpoint import Checkpoint, load_checkpoint, load_state_dict_strict
 from .encoders import Encoder, weights_dir
 from .errors import UsageError
 from .generators import Generator, GeneratorConfig
-from .precision import autocast, model_device
+from .precision import autocast, frozen_copy, model_device, resolve_precision
 from .utils import rng_seed
 
 
@@ -92,8 +92,9 @@ def invert(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, batch: int =
 def decode(gen: LoadedGenerator, y: torch.Tensor, *, precision: str = "auto") -> torch.Tensor:
     """G(y) for features y of the generator's layer: (B, 3, S, S) float32 in [-1, 1] (clamped)."""
     dev = model_device(gen.G)
+    G = frozen_copy(gen.G, torch.bfloat16) if resolve_precision(precision, dev) == "bf16" else gen.G
     with autocast(dev, precision):
-        out = gen.G(y.to(dev))
+        out = G(y.to(dev))
     return out.float().clamp(-1, 1)
 
 

@@ -90,3 +90,33 @@ def model_device(module: Any):
     for t in module.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def frozen_copy(module: Any, dtype: Any) -> Any:
+    """A copy of a frozen module with its floating parameters and buffers in `dtype`, kept on the
+    module (built once). Under autocast a frozen network's float32 weights are cast again on every
+    call (autocast caches casts only of weights that require grad): for AlexNet's 58 M fc weights
+    that copy was 40 % of a DGN-AM step. Only for modules whose weights never change."""
+    import copy
+
+    import torch
+
+    cache = module.__dict__.setdefault("_deepsim_dtype_copies", {})
+    if dtype not in cache:
+        # deepcopy with every float tensor pre-cast in the memo: the float32 weights are never copied
+        memo: dict[int, Any] = {id(cache): {}}
+        for t in list(module.parameters()) + list(module.buffers()):
+            if t.is_floating_point():
+                cast = t.detach().to(dtype)
+                memo[id(t)] = torch.nn.Parameter(cast, requires_grad=False) if isinstance(t, torch.nn.Parameter) else cast
+        cache[dtype] = copy.deepcopy(module, memo).requires_grad_(False)
+    return cache[dtype]
+
+
+def autocast_dtype(device_type: str):
+    """The dtype autocast is running with on `device_type` now, or None when it is off."""
+    import torch
+
+    if not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)

@@ -20,7 +20,7 @@ import torch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .encoders import Encoder
 from .errors import UsageError
-from .precision import autocast, model_device
+from .precision import autocast, frozen_copy, model_device, resolve_precision
 from .utils import rng_seed
 
 
@@ -186,6 +186,8 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     units = list(units) * (n // len(units))
     seeds = seeds * (n // len(seeds))
     dev = model_device(G)
+    if resolve_precision(precision, dev) == "bf16":
+        G = frozen_copy(G, torch.bfloat16)  # G is fixed here: no per-step weight casts
     if init is not None:
         h = init.detach().clone().float().reshape(1, *code_shape).repeat(n, *[1] * len(code_shape)).to(dev)
     else:  # codes are post-ReLU: small positive random start, one generator per run

@@ -101,7 +101,8 @@ def test_one_encoder_instance_shared_and_resized_views_share_weights():
 
 def test_training_encodes_the_batch_once_when_the_comparator_is_the_encoder():
     images = _smooth_images()
-    tr = Trainer(TINY, Path("unused"), CPU)
+    # fp32: in bf16 the frozen encoder runs a bf16 copy of itself, which this hook would not see
+    tr = Trainer(TINY.replace(precision="fp32"), Path("unused"), CPU)
     assert tr.comparator is tr.encoder
     calls = []
     h = tr.encoder.model.features[0].register_forward_hook(lambda m, i, o: calls.append(o.shape[0]))
@@ -148,3 +149,17 @@ def test_help_and_usage_errors_never_import_torch(argv):
     assert last.startswith("NO-TORCH"), r.stderr
     want = "2" if argv[0] == "invert" and "--help" not in argv else "0"
     assert last.split()[1] == want, r.stderr
+
+
+def test_frozen_networks_run_a_bf16_copy_under_autocast_with_the_same_outputs():
+    E = build_encoder("alexnet-random")
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        want = E(x, ["fc8"])["fc8"]
+        with prec.autocast(CPU, "bf16"):
+            got = E(x, ["fc8"])["fc8"]
+    copy = prec.frozen_copy(E.model, torch.bfloat16)
+    assert copy is prec.frozen_copy(E.model, torch.bfloat16)  # built once
+    assert copy.classifier[1].weight.dtype == torch.bfloat16 and E.model.classifier[1].weight.dtype == torch.float32
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=0.05, atol=0.05 * want.abs().max().item())
