@@ -334,3 +334,18 @@ def test_decompression_bomb_stderr_in_a_real_process(tmp_path, bomb):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and p.stderr.startswith("error: cannot read image"), p.stderr
     assert not (tmp_path / "nn.png").exists()
+
+
+@pytest.mark.parametrize("foreign", [False, True])
+def test_weights_verify_fails_on_an_empty_or_foreign_folder(tmp_path, monkeypatch, foreign):
+    from typer.testing import CliRunner
+
+    from deepsim_cli.cli import app
+    if foreign:
+        import torch
+        from safetensors.torch import save_file
+        save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    monkeypatch.setenv("DEEPSIM_WEIGHTS", str(tmp_path))
+    r = CliRunner().invoke(app, ["weights", "--verify"])
+    assert r.exit_code == 1
+    assert "all 0 weight files match" not in r.stderr

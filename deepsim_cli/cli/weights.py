@@ -98,8 +98,14 @@ def inventory(folder: Path | None = None) -> dict[str, Any]:
 
 
 def problems(inv: dict[str, Any]) -> list[str]:
-    """One line per file that fails verification (empty when everything matches the README)."""
+    """One line per file that fails verification (empty when everything matches the README).
+    A folder with no recorded file present (empty, or someone else's) fails as a whole."""
     out = []
+    if not any(f["status"] in ("ok", "mismatch") for f in inv["files"]):
+        out.append(f"{inv['weights_dir']}: none of the weight files {inv['readme']} records is here "
+                   "(an empty or foreign folder?)" if any(f["status"] == "missing" for f in inv["files"])
+                   else f"{inv['weights_dir']}: no recorded weight files (no {inv['readme']} with sha256 "
+                   "entries, or no *.safetensors files)")
     for f in inv["files"]:
         if f["status"] == "mismatch":
             out.append(f"{f['path']}: sha256 {f['sha256']} does not match README {f['readme_sha256']}")
