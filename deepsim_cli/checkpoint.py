@@ -209,4 +209,7 @@ def load_state_dict_strict(module: torch.nn.Module, tensors: Mapping[str, torch.
     for k, v in tensors.items():
         if own[k].shape != v.shape:
             raise UsageError(f"{what}: tensor {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+        # a NaN or inf weight (bit flip, tampering, a diverged run) would give black or NaN output
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise UsageError(f"{what}: tensor {k} holds non-finite values (NaN or inf); the file is corrupt")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True, assign=assign)

@@ -234,7 +234,7 @@ def _load_weights(model: nn.Module, path: Path, what: str, prefix: str = "", ass
         sd = _load_safetensors(path)
     if prefix:
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-    load_state_dict_strict(model, sd, what, assign=assign)
+    load_state_dict_strict(model, sd, f"{what} weights {path}", assign=assign)
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

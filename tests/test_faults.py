@@ -349,3 +349,26 @@ def test_weights_verify_fails_on_an_empty_or_foreign_folder(tmp_path, monkeypatc
     r = CliRunner().invoke(app, ["weights", "--verify"])
     assert r.exit_code == 1
     assert "all 0 weight files match" not in r.stderr
+
+
+def test_non_finite_weights_are_refused_at_load_naming_the_file(tmp_path):
+    import torch
+    from typer.testing import CliRunner
+
+    from deepsim_cli.checkpoint import load_checkpoint, save_checkpoint
+    from deepsim_cli.cli import app
+    src = Path(__file__).resolve().parent.parent / "weights" / "alexnet-pool5-generator.safetensors"
+    ck = load_checkpoint(src)
+    t = dict(ck.tensors)
+    k = next(k for k, v in t.items() if v.is_floating_point())
+    t[k] = t[k].clone()
+    t[k].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.safetensors"
+    save_checkpoint(bad, t, kind="generator", config=ck.config, encoder=ck.encoder, layer=ck.layer,
+                    encoder_sha256=ck.encoder_sha256, train_steps=ck.train_steps)
+    img = Path(__file__).resolve().parent.parent / "examples" / "images" / "chelsea.jpg"
+    out = tmp_path / "out.png"
+    r = CliRunner().invoke(app, ["invert", str(img), "--layer", "pool5", "--weights", str(bad), "-o", str(out)])
+    assert r.exit_code == 2, r.stderr
+    assert "non-finite" in r.stderr and str(bad) in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()
