@@ -176,8 +176,11 @@ class Encoder(nn.Module):
         if dtype is None or dtype == torch.float32:
             return self.model, self._modules_by_tap
         model = frozen_copy(self.model, dtype)
-        modules = dict(model.named_modules())
-        return model, {k: modules[v] for k, v in self.taps.items()}
+        by_tap = self.__dict__.setdefault("_taps_by_dtype", {})
+        if dtype not in by_tap:  # built once per dtype, not on every forward of a DGN-AM loop
+            modules = dict(model.named_modules())
+            by_tap[dtype] = {k: modules[v] for k, v in self.taps.items()}
+        return model, by_tap[dtype]
 
     @torch.no_grad()
     def layer_shapes(self, size: int | None = None) -> dict[str, tuple[int, ...]]:

@@ -76,7 +76,7 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
                      "psnr": float(psnr(xm, x).mean()), "ssim": float(ssim(xm, x).mean())})
     if judge is not None:
         jx = judge_features(judge, x, batch=batch, precision=precision)
-        refs = {"generator": recon, "mean image": x.mean(0, keepdim=True).expand_as(x),
+        refs = {"generator": recon, "mean image": xm,
                 "32 px": downsample_32(x)}
         x32 = refs["32 px"]
         out.rows.append({"layer": layer, "method": "32 px", "n": len(x),
