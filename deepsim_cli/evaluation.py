@@ -14,7 +14,9 @@ rows: the mean image, and the original downsampled to 32 px and back.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 
@@ -35,22 +37,26 @@ class LayerEval:
     per_image: dict[str, torch.Tensor] = field(default_factory=dict)  # the generator's, each (N,)
 
 
-@torch.no_grad()
 def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, batch: int = 50,
                    lpips: LPIPSAlex | None = None, judge: Encoder | None = None,
-                   precision: str = "auto") -> LayerEval:
+                   precision: str = "auto", refine_steps: Sequence[int] = (),
+                   refine_kw: dict | None = None) -> LayerEval:
     """Reconstruct `x` through `gen` and measure it against the mean image.
 
     Args:
         x: (N, 3, S, S) float in [-1, 1] at the generator's output size, N ≥ 2.
         encoder: the encoder `gen` inverts.
-        lpips: an LPIPSAlex to add LPIPS to the generator's row (None: skipped).
-        judge: an independent classifier (MobileNetV2) for `recognition` and `spread` on the
-            generator, mean-image and 32 px rows (None: skipped, and no 32 px row).
+        lpips: an LPIPSAlex to add LPIPS to the generator's rows (None: skipped).
+        judge: an independent classifier (MobileNetV2) for `recognition` and `spread` on every
+            row (None: skipped, and no 32 px row).
         precision: auto | bf16 | fp32 for the networks; the metrics are float32/float64.
+        refine_steps: for each N > 0, a row "generator + refine N" (deepsim_cli.refine) on the
+            same images; `refine_kw` are further refine() options. Its seconds per image are in
+            the row as `sec_per_image`.
     Returns:
-        rows for "generator" and "mean image" (img_err, feat_err in % — paper Table 2 —,
-        psnr, ssim, lpips), and the generator's per-image values.
+        rows for "generator", each "generator + refine N", "mean image" and (with a judge)
+        "32 px": img_err, feat_err in % (paper Table 2), psnr, ssim, lpips, recognition,
+        spread; and the generator's per-image values.
     """
     if len(x) < 2:
         raise UsageError("evaluation needs at least two images (errors are normalised by their mean "
@@ -58,27 +64,40 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
     layer = gen.layer
     f_x = encode_batched(encoder, x, layer, batch, precision=precision)
     s_img, s_feat = mean_pairwise_distance(x), mean_pairwise_distance(f_x)
+    out = LayerEval(layer, len(x))
+    refs: dict[str, torch.Tensor] = {}
+
+    def add(method: str, recon: torch.Tensor, **extra) -> dict[str, torch.Tensor]:
+        m = reconstruction_metrics(recon, x, encoder, layer, img_scale=s_img, feat_scale=s_feat,
+                                   target_feats=f_x, lpips=lpips, batch=batch, precision=precision)
+        out.rows.append({"layer": layer, "method": method, "n": len(x),
+                         **{k: float(v.mean()) for k, v in m.items()}, **extra})
+        refs[method] = recon
+        return m
+
+    t0 = time.perf_counter()
     recon = torch.cat([decode(gen, f_x[i:i + batch], precision=precision).cpu()
                        for i in range(0, len(x), batch)])
-    out = LayerEval(layer, len(x))
-    m = reconstruction_metrics(recon, x, encoder, layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x,
-                               lpips=lpips, batch=batch, precision=precision)
-    out.per_image = m
-    out.rows.append({"layer": layer, "method": "generator", "n": len(x),
-                     **{k: float(v.mean()) for k, v in m.items()}})
+    out.per_image = add("generator", recon, sec_per_image=(time.perf_counter() - t0) / len(x))
+    for steps in refine_steps:
+        if steps <= 0:
+            continue
+        from .refine import refine
+        t0 = time.perf_counter()
+        r = refine(x, encoder, gen, steps, batch=batch, precision=precision, **(refine_kw or {}))
+        add(f"generator + refine {steps}", r.images, sec_per_image=(time.perf_counter() - t0) / len(x))
     # the mean image is one image: encode it once, compare its features with every target's
     mean = x.mean(0, keepdim=True)
     f_mean = encode_batched(encoder, mean, layer, 1, precision=precision).expand_as(f_x)
     xm = mean.expand_as(x)
+    refs["mean image"] = xm
     out.rows.append({"layer": layer, "method": "mean image", "n": len(x),
                      "img_err": float(normalized_error(xm, x, s_img).mean()),
                      "feat_err": float(normalized_error(f_mean, f_x, s_feat).mean()),
                      "psnr": float(psnr(xm, x).mean()), "ssim": float(ssim(xm, x).mean())})
     if judge is not None:
         jx = judge_features(judge, x, batch=batch, precision=precision)
-        refs = {"generator": recon, "mean image": xm,
-                "32 px": downsample_32(x)}
-        x32 = refs["32 px"]
+        x32 = refs["32 px"] = downsample_32(x)
         out.rows.append({"layer": layer, "method": "32 px", "n": len(x),
                          "img_err": float(normalized_error(x32, x, s_img).mean()),
                          "psnr": float(psnr(x32, x).mean()), "ssim": float(ssim(x32, x).mean())})

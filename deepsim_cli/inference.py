@@ -147,13 +147,17 @@ class ReencodeResult:
 
 @torch.no_grad()
 def reencode(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, iters: int = 8, *,
-             precision: str = "auto") -> ReencodeResult:
+             precision: str = "auto", refine_steps: int = 0,
+             on_step: Callable[[int], None] | None = None) -> ReencodeResult:
     """The paper's re-encoding chain x → E → G → E → G … (Fig. 5).
 
     Args:
         x: (B, 3, H, W) in [-1, 1].
         iters: number of G(E(·)) applications.
         precision: auto | bf16 | fp32 for the networks (distances are float32).
+        refine_steps: each G(E(x_i)) refined by this many steps toward x_i's features
+            (deepsim_cli.refine; 0: the plain chain).
+        on_step: with refine_steps, called per refinement step with the batch size.
     """
     if iters < 1:
         raise UsageError("--iters must be at least 1")
@@ -170,9 +174,15 @@ def reencode(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, iters: int
                             antialias=True) if x.shape[-1] != gen.image_size else x]
     dists = [torch.zeros(x.shape[0], device=dev)]
     y = y0
+    prev = x
     for _ in range(iters):
-        xi = decode(gen, y, precision=precision)
+        if refine_steps:
+            from .refine import refine
+            xi = refine(prev, encoder, gen, refine_steps, precision=precision, on_step=on_step).images.to(dev)
+        else:
+            xi = decode(gen, y, precision=precision)
         y = enc(xi)
+        prev = xi
         images.append(xi)
         dists.append((y - y0).flatten(1).norm(dim=1) / n0)
     return ReencodeResult(images, dists)
@@ -191,12 +201,15 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 @torch.no_grad()
 def interpolate(xa: torch.Tensor, xb: torch.Tensor, encoder: Encoder, gen: LoadedGenerator,
-                steps: int = 10, use_slerp: bool = False, *, precision: str = "auto") -> torch.Tensor:
+                steps: int = 10, use_slerp: bool = False, *, precision: str = "auto", refine_steps: int = 0,
+                on_step: Callable[[int], None] | None = None) -> torch.Tensor:
     """Decode features interpolated between two images (paper Fig. 7).
 
     Args:
         xa, xb: (1, 3, H, W) in [-1, 1].
         steps: number of frames including both ends (≥ 2).
+        refine_steps: refine each frame's code toward its interpolated features by this many
+            steps (deepsim_cli.refine; 0: decode the interpolated features directly).
     Returns:
         (steps, 3, S, S) in [-1, 1].
     """
@@ -207,6 +220,9 @@ def interpolate(xa: torch.Tensor, xb: torch.Tensor, encoder: Encoder, gen: Loade
         ya, yb = encoder(torch.cat([xa, xb]).to(dev), [gen.layer])[gen.layer].float().split(1)
     ts = [i / (steps - 1) for i in range(steps)]
     ys = torch.cat([slerp(ya, yb, t) if use_slerp else (1 - t) * ya + t * yb for t in ts])
+    if refine_steps:
+        from .refine import refine
+        return refine(ys, encoder, gen, refine_steps, precision=precision, on_step=on_step).images
     return decode(gen, ys, precision=precision)  # one batch: frames do not depend on each other
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -95,3 +96,17 @@ def check_suffix(path: Path, allowed: Sequence[str], what: str) -> None:
 def say(opts: GlobalOptions, msg: str) -> None:
     if not opts.quiet:
         err_console().print(msg, markup=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def progress_bar(opts: GlobalOptions, total: int, description: str):
+    """A Rich progress bar on stderr (nothing with --quiet): yields advance(n)."""
+    if opts.quiet or total <= 0:
+        yield lambda n=1: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=err_console(), transient=True) as p:
+        task = p.add_task(description, total=total)
+        yield lambda n=1: p.advance(task, n)

@@ -105,6 +105,12 @@ GeneratorOpt = Annotated[Optional[Path], typer.Option(
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", metavar="PATH", show_default=False, help="Output file or folder.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")]
+MAX_REFINE = 10_000       # --refine steps (deepsim_cli.refine.MAX_REFINE_STEPS)
+RefineOpt = Annotated[int, typer.Option(
+    "--refine", metavar="N", min=0, max=MAX_REFINE,
+    help="Refine through the generator: N gradient steps on G's input code toward the target "
+         "features (plus conv3 for AlexNet), sharper and closer in features; 0 = off, 30 is a good "
+         f"start (at most {MAX_REFINE}).")]
 
 
 # ------------------------------------------------------------------ consoles

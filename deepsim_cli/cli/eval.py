@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import check_suffix, load_encoder, load_gen, parse_layers, precheck, say, setup
-from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, QuietOpt, SeedOpt,
+from ._options import (MAX_REFINE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, QuietOpt, SeedOpt,
                        out_console, print_json, resolve)
 
 
@@ -27,6 +27,10 @@ def eval_(
     no_lpips: Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS-alex.")] = False,
     no_judge: Annotated[bool, typer.Option(
         "--no-judge", help="Skip recognition and spread (MobileNetV2 as an independent judge).")] = False,
+    refine: Annotated[str, typer.Option(
+        "--refine", metavar="N[,N…]", show_default=False,
+        help="Also rows 'generator + refine N' (deepsim invert --refine) on the same images, with "
+             "seconds per image.")] = "",
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")] = 50,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -50,6 +54,7 @@ def eval_(
       deepsim eval --data val/ --layer pool5 --weights runs/pool5/generator.safetensors --csv per_image.csv --json
     """
     precheck([data], encoder, parse_layers(layer))  # answers typos before torch loads
+    refine_steps = _parse_refine(refine)
     import torch
 
     from ..data import load_array, to_float
@@ -75,7 +80,8 @@ def eval_(
         arr, names = load_array(data, gen.image_size, limit=n)
         x = to_float(torch.from_numpy(arr))
         say(opts, f"evaluating {encoder}:{l} on {len(x)} images at {gen.image_size} px")
-        res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, judge=judge, precision=opts.precision)
+        res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, judge=judge, precision=opts.precision,
+                             refine_steps=refine_steps)
         rows += res.rows
         per_image[l] = res.per_image
     if csv is not None:
@@ -103,3 +109,17 @@ def eval_(
                   cell(r, "psnr", ".2f"), cell(r, "ssim", ".3f"), cell(r, "lpips", ".3f"),
                   cell(r, "recognition", ".1f", 100), cell(r, "spread", ".1f", 100))
     out_console().print(t)
+
+
+def _parse_refine(text: str) -> list[int]:
+    """'10,30' → [10, 30]; UsageError for anything but integers in 1…MAX_REFINE."""
+    from ..errors import UsageError
+
+    out = []
+    for t in (t.strip() for t in text.split(",")):
+        if not t:
+            continue
+        if not t.isdigit() or not 1 <= int(t) <= MAX_REFINE:
+            raise UsageError(f"--refine {text!r}: expected step counts between 1 and {MAX_REFINE}, e.g. 10,30")
+        out.append(int(t))
+    return out

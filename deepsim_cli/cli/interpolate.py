@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
+from ._common import (check_suffix, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
+                      say, setup)
 from ._options import (MAX_INTERP, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
-                       OutOpt, QuietOpt, SeedOpt, print_json, resolve)
+                       OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
 def interpolate(
@@ -25,6 +26,7 @@ def interpolate(
     use_slerp: Annotated[bool, typer.Option("--slerp", help="Spherical instead of linear interpolation.")] = False,
     pingpong: Annotated[bool, typer.Option("--pingpong", help="GIF plays forward then backward.")] = False,
     frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 150,
+    refine: RefineOpt = 0,
     out: OutOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -54,7 +56,9 @@ def interpolate(
     path = output_path(out, f"{na[0]}-{nb[0]}-{layer}.png")
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     say(opts, f"interpolating {na[0]} → {nb[0]} in {encoder}:{layer}, {steps} steps")
-    frames = lib_interpolate(xa, xb, enc, gen, steps, use_slerp, precision=opts.precision).cpu()
+    with progress_bar(opts, refine * steps, "refining frames") as advance:
+        frames = lib_interpolate(xa, xb, enc, gen, steps, use_slerp, precision=opts.precision,
+                                 refine_steps=refine, on_step=advance).cpu()
     cells = [xa[0]] + list(frames) + [xb[0]]
     caps = [na[0]] + [f"t={i / (steps - 1):.2f}" for i in range(steps)] + [nb[0]]
     save_image(make_grid(cells, ncols=len(cells), captions=caps), path)
@@ -64,7 +68,7 @@ def interpolate(
         save_gif(list(frames), gpath, duration_ms=frame_ms, pingpong=pingpong)
         outputs["gif"] = str(gpath)
         if opts.json:
-            print_json({**outputs, "layer": layer, "steps": steps, "slerp": use_slerp})
+            print_json({**outputs, "layer": layer, "steps": steps, "slerp": use_slerp, "refine": refine})
         else:
             for v in outputs.values():
                 typer.echo(v)

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, parse_layers, precheck, read_inputs, say, setup
+from ._common import (check_suffix, load_encoder, load_gen, output_path, parse_layers, precheck, progress_bar,
+                      read_inputs, say, setup)
 from ._options import (MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt,
-                       OutOpt, QuietOpt, SeedOpt, print_json, resolve)
+                       OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
 def invert(
@@ -26,6 +27,10 @@ def invert(
     method: Annotated[Literal["generator", "optimize"], typer.Option(
         "--method", help="generator: one forward pass of G (DeePSiM); optimize: gradient descent "
                          "on the image with a TV prior (Mahendran & Vedaldi), no generator needed.")] = "generator",
+    refine: RefineOpt = 0,
+    init: Annotated[Literal["noise", "generator"], typer.Option(
+        "--init", help="Start of --method optimize: small noise, or the generator's reconstruction "
+                       "(needs a generator for the layer).")] = "noise",
     out: OutOpt = None,
     size: Annotated[int, typer.Option("--size", min=16,
                                       help="Output side for --method optimize.")] = 128,
@@ -49,6 +54,8 @@ def invert(
 
       deepsim invert examples/images/ --layer pool5 -o recon.png
 
+      deepsim invert examples/images/chelsea.jpg --layer fc6 --refine 30
+
       deepsim invert chelsea.jpg --layer conv3 --method optimize --steps 300
     """
     precheck(images, encoder, parse_layers(layer))  # answers typos before torch loads
@@ -67,7 +74,12 @@ def invert(
     if weights is not None and len(layers) > 1:
         from ..errors import UsageError
         raise UsageError("--weights names one generator: pass a single --layer with it")
-    gens = {l: load_gen(enc, l, weights, dev) for l in layers} if method == "generator" else {}
+    if method == "optimize" and refine:
+        from ..errors import UsageError
+        raise UsageError("--refine refines a generator's output: use it with --method generator "
+                         "(or --method optimize --init generator)")
+    need_gen = method == "generator" or init == "generator"
+    gens = {l: load_gen(enc, l, weights, dev) for l in layers} if need_gen else {}
     out_size = next(iter(gens.values())).image_size if gens else size
     x, names = read_inputs(images, out_size)
     single = len(names) == 1 and len(layers) == 1
@@ -75,14 +87,27 @@ def invert(
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     recons = {}
     for l in layers:
-        say(opts, f"inverting {len(names)} image(s) from {encoder}:{l} ({method})")
-        if method == "generator":
+        how = method + (f" from the generator" if method == "optimize" and init == "generator" else "")
+        say(opts, f"inverting {len(names)} image(s) from {encoder}:{l} ({how}"
+                  f"{f', refined {refine} steps' if refine else ''})")
+        if method == "generator" and refine:
+            from ..refine import refine as lib_refine
+            with progress_bar(opts, refine * len(x), f"refining {l}") as advance:
+                recons[l] = lib_refine(x, enc, gens[l], refine, batch=batch, precision=opts.precision,
+                                       on_step=advance).images
+        elif method == "generator":
             recons[l] = lib_invert(x, enc, gens[l], batch=batch, precision=opts.precision).cpu()
         else:
             target = encode_batched(enc, x, l, batch, precision=opts.precision).to(dev)
-            recons[l] = torch.cat([optimize_invert(target[i:i + batch], enc, l, out_size, steps=steps,
-                                                   seed=opts.seed, precision=opts.precision)
-                                   for i in range(0, len(x), batch)]).cpu()
+            start = (lib_invert(x, enc, gens[l], batch=batch, precision=opts.precision)
+                     if init == "generator" else None)
+            with progress_bar(opts, steps * len(x), f"optimising {l}") as advance:
+                recons[l] = torch.cat([
+                    optimize_invert(target[i:i + batch], enc, l, out_size, steps=steps, seed=opts.seed,
+                                    precision=opts.precision,
+                                    init=None if start is None else start[i:i + batch],
+                                    on_step=lambda _s, _l, n=len(target[i:i + batch]): advance(n))
+                    for i in range(0, len(x), batch)]).cpu()
     if single:
         save_image(recons[layers[0]][0], path)
     else:
@@ -93,6 +118,7 @@ def invert(
     if str(path) == "-":
         return
     if opts.json:
-        print_json({"output": str(path), "images": names, "layers": layers, "method": method})
+        print_json({"output": str(path), "images": names, "layers": layers, "method": method,
+                    "refine": refine, **({"init": init} if method == "optimize" else {})})
     else:
         typer.echo(str(path))

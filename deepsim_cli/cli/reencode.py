@@ -7,9 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
+from ._common import (check_suffix, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
+                      say, setup)
 from ._options import (MAX_REENCODE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
-                       OutOpt, QuietOpt, SeedOpt, print_json, resolve)
+                       OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
 def reencode(
@@ -23,6 +24,7 @@ def reencode(
     iterations: Annotated[int, typer.Option("--iters", "--iterations", "-n", min=1, max=MAX_REENCODE,
                                             help=f"How many times to apply x → G(E(x)) (at most "
                                                  f"{MAX_REENCODE}).")] = 8,
+    refine: RefineOpt = 0,
     out: OutOpt = None,
     gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write a GIF of every iteration "
                                                               "beside the grid.")] = True,
@@ -58,7 +60,8 @@ def reencode(
     path = output_path(out, f"{names[0] if len(names) == 1 else 'reencode'}-{layer}-reencode.png")
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     say(opts, f"re-encoding {len(names)} image(s) through {encoder}:{layer}, {iterations} iterations")
-    res = lib_reencode(x, enc, gen, iterations, precision=opts.precision)
+    with progress_bar(opts, refine * iterations * len(names), "re-encoding with refinement") as advance:
+        res = lib_reencode(x, enc, gen, iterations, precision=opts.precision, refine_steps=refine, on_step=advance)
     shown = [0] + [i for i in range(1, iterations + 1) if i & (i - 1) == 0 or i == iterations]
     cells, caps = [], []
     for b in range(len(names)):
@@ -75,7 +78,7 @@ def reencode(
         outputs["gif"] = str(gpath)
     dist = [[float(d[b]) for d in res.feature_distance] for b in range(len(names))]
     if opts.json:
-        print_json({**outputs, "layer": layer, "images": names, "feature_distance": dist})
+        print_json({**outputs, "layer": layer, "images": names, "refine": refine, "feature_distance": dist})
     elif str(path) != "-":
         for n, d in zip(names, dist):
             typer.echo(f"{n}: " + " ".join(f"{v:.3f}" for v in d[1:]))
