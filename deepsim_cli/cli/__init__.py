@@ -23,9 +23,12 @@ from . import (distill, eval as eval_cmd, interpolate, invert, layers, neighbors
 from ._options import GlobalOptions, PrecisionChoice, check_device, err_console
 
 # Typer and Click signal exits and usage errors with exceptions; they must pass through untouched
-# so that `--help`, `typer.Exit` and Click's own usage errors (exit 2) behave as usual.
+# so that `--help` and `typer.Exit` behave as usual. Click's own usage errors (a value out of range,
+# an unknown option or command) are reported in our one-line style instead (see _usage_error).
 _PASSTHROUGH: tuple[type[BaseException], ...] = (typer.Exit, typer.Abort) + tuple(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+_CLICK_USAGE_ERROR: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 
 
 def _is_broken_pipe(exc: BaseException) -> bool:
@@ -61,13 +64,41 @@ def report_error(exc: BaseException, debug: bool) -> int:
     return 1
 
 
+def _usage_error(exc: Exception) -> "typer.Exit":
+    """Print Click's usage error (bad option value, unknown option or command) as our one line,
+    `error: MESSAGE (see deepsim COMMAND --help)`, instead of Click's framed usage box; exit 2."""
+    ctx = getattr(exc, "ctx", None)
+    where = getattr(ctx, "command_path", "") or "deepsim"
+    msg = " ".join(exc.format_message().split()) or type(exc).__name__
+    err_console().print(f"error: {msg} (see {where} --help)", markup=False, soft_wrap=True)
+    return typer.Exit(int(getattr(exc, "exit_code", 2) or 2))
+
+
+def _is_help_request(exc: BaseException) -> bool:
+    # `deepsim` alone shows the help (Click signals it with a UsageError subclass): keep it
+    return type(exc).__name__ == "NoArgsIsHelpError"
+
+
 class DeepsimGroup(TyperGroup):
     """Maps library exceptions to one-line errors and exit codes inside Click's own main loop,
     so `deepsim …`, `python -m deepsim_cli …` and Typer's CliRunner all behave the same."""
 
+    def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
+        # usage errors in the global options (`deepsim --device tpu …`) surface here
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _CLICK_USAGE_ERROR as e:
+            if _is_help_request(e):
+                raise
+            raise _usage_error(e) from None
+
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
+        except _CLICK_USAGE_ERROR as e:  # a command's options, or an unknown command
+            if _is_help_request(e):
+                raise
+            raise _usage_error(e) from None
         except _PASSTHROUGH:
             raise
         except (Exception, KeyboardInterrupt) as e:
