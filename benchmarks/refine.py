@@ -3,7 +3,7 @@ generator alone and Mahendran & Vedaldi optimisation, on held-out photos: Table-
 error, PSNR/SSIM/LPIPS, MobileNetV2 recognition and spread, and seconds per image on this machine.
 
     python benchmarks/refine.py --data ../shared/data/photos-eval.tar --layer pool5 \\
-        [--n 92] [--steps 10,30,100] [--lr 0.1] [--also conv3] [--anchor 0] [--mv-steps 0] [--json out.json]
+        [--n 92] [--steps 10,30,100] [--lr 0.2] [--also conv3|none] [--anchor 0] [--mv-steps 0] [--json out.json]
     python benchmarks/refine.py ... --figure benchmarks/figures/refine_pool5.png   # 8 photos: original / G / refined
 """
 
@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=92)
     ap.add_argument("--steps", default="10,30,100")
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--also", default="", help="comma-separated further layers to match")
+    ap.add_argument("--also", default=None, help="comma-separated further layers to match ('none': only "
+                                                 "the inverted layer; default: refine.default_also)")
     ap.add_argument("--anchor", type=float, default=0.0)
     ap.add_argument("--mv-steps", type=int, default=0, help="also a Mahendran & Vedaldi row (0: none)")
     ap.add_argument("--batch", type=int, default=32)
@@ -42,7 +43,10 @@ def main() -> None:
     ap.add_argument("--no-lpips", action="store_true")
     ap.add_argument("--figure", type=Path, help="write original / generator / refined rows for 8 photos")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     dev = torch.device("cpu")
     enc = build_encoder("alexnet", None, dev)
     gen = load_generator(a.weights or shipped_generator_path(a.layer), dev, encoder=enc)
@@ -50,7 +54,9 @@ def main() -> None:
     lp = None if a.no_lpips else LPIPSAlex(dev, precision=a.precision)
     arr, names = load_array(a.data, gen.image_size, limit=a.n)
     x = to_float(torch.from_numpy(arr))
-    kw = {"also": [l for l in a.also.split(",") if l], "anchor": a.anchor}
+    kw = {"anchor": a.anchor}
+    if a.also is not None:
+        kw["also"] = [l for l in a.also.split(",") if l and l != "none"]
     if a.lr is not None:
         kw["lr"] = a.lr
     steps = [int(s) for s in a.steps.split(",") if s]

@@ -53,14 +53,49 @@ def _iter_sources(source: str | os.PathLike) -> list[tuple[str, callable]]:
     raise UsageError(f"data source is neither a folder, a tar file nor an image: {p}")
 
 
+def count_images(source: str | os.PathLike) -> int:
+    """How many images a data source holds, reading names only (no image data)."""
+    p = Path(source)
+    if check_input(p, what="data source") == "folder":
+        return sum(1 for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+    if tarfile.is_tarfile(p):
+        with tarfile.open(p) as tf:
+            return sum(1 for m in tf if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTS)
+    return 1
+
+
+def stratified_sample(names: Sequence[str], n: int, seed: int) -> list[int]:
+    """Indices of n of `names` drawn at random with `seed`, as evenly over their folders as
+    possible (round robin over the folders in a random order, each shuffled), sorted. All of
+    them when n ≥ len(names). A tar sorted by class is then covered by class, not by its first N."""
+    if n >= len(names):
+        return list(range(len(names)))
+    rng = np.random.default_rng(seed)
+    groups: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        groups.setdefault(str(Path(name).parent), []).append(i)
+    order = [groups[k] for k in sorted(groups)]
+    order = [order[j] for j in rng.permutation(len(order))]
+    queues = [[g[j] for j in rng.permutation(len(g))] for g in order]
+    picked: list[int] = []
+    while len(picked) < n:
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(q.pop())
+    return sorted(picked)
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("DEEPSIM_CACHE", Path.home() / ".cache" / "deepsim"))
 
 
 def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: int, *,
                limit: int | None = None, workers: int | None = None, cache: bool = True,
-               progress=None) -> tuple[np.ndarray, list[str]]:
+               progress=None, sample: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str]]:
     """Decode every image of `sources` to a (N, size, size, 3) uint8 array (+ names).
+
+    `limit` keeps the first N by name; `sample=(n, seed)` instead keeps n images drawn at random
+    with the seed, stratified by folder (`stratified_sample`), in name order.
 
     Results are cached in $DEEPSIM_CACHE (default ~/.cache/deepsim) keyed by the sources'
     paths, sizes and mtimes, so a second run starts at once.
@@ -82,7 +117,7 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
                 if f.suffix.lower() in IMAGE_EXTS and f.is_file():
                     fs = f.stat()
                     key_src.append(f"{f.relative_to(p)}:{fs.st_mtime_ns}:{fs.st_size}")
-    key = hashlib.sha256(f"{_DECODE_VERSION}|{key_src}|{size}|{limit}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{_DECODE_VERSION}|{key_src}|{size}|{limit}|{sample}".encode()).hexdigest()[:16]
     cfile = cache_dir() / f"images-{key}-{size}.npz"
     if cache and cfile.is_file():
         with np.load(cfile) as z:
@@ -92,6 +127,8 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
         entries += _iter_sources(s)
     if limit:
         entries = entries[:limit]
+    if sample is not None:
+        entries = [entries[i] for i in stratified_sample([n for n, _ in entries], *sample)]
     if not entries:
         raise UsageError(f"no images found in {', '.join(map(str, sources))}")
     workers = workers or min(16, os.cpu_count() or 1)

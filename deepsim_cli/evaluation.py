@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -40,7 +40,8 @@ class LayerEval:
 def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, batch: int = 50,
                    lpips: LPIPSAlex | None = None, judge: Encoder | None = None,
                    precision: str = "auto", refine_steps: Sequence[int] = (),
-                   refine_kw: dict | None = None) -> LayerEval:
+                   refine_kw: dict | None = None,
+                   on_stage: Callable[[str], None] | None = None) -> LayerEval:
     """Reconstruct `x` through `gen` and measure it against the mean image.
 
     Args:
@@ -53,6 +54,7 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
         refine_steps: for each N > 0, a row "generator + refine N" (deepsim_cli.refine) on the
             same images; `refine_kw` are further refine() options. Its seconds per image are in
             the row as `sec_per_image`.
+        on_stage: called after each stage (see `eval_stages`) with its name: progress.
     Returns:
         rows for "generator", each "generator + refine N", "mean image" and (with a judge)
         "32 px": img_err, feat_err in % (paper Table 2), psnr, ssim, lpips, recognition,
@@ -62,7 +64,9 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
         raise UsageError("evaluation needs at least two images (errors are normalised by their mean "
                          "pairwise distance)")
     layer = gen.layer
+    stage = on_stage or (lambda _name: None)
     f_x = encode_batched(encoder, x, layer, batch, precision=precision)
+    stage("encode")
     s_img, s_feat = mean_pairwise_distance(x), mean_pairwise_distance(f_x)
     out = LayerEval(layer, len(x))
     refs: dict[str, torch.Tensor] = {}
@@ -79,6 +83,7 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
     recon = torch.cat([decode(gen, f_x[i:i + batch], precision=precision).cpu()
                        for i in range(0, len(x), batch)])
     out.per_image = add("generator", recon, sec_per_image=(time.perf_counter() - t0) / len(x))
+    stage("generator")
     for steps in refine_steps:
         if steps <= 0:
             continue
@@ -86,6 +91,7 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
         t0 = time.perf_counter()
         r = refine(x, encoder, gen, steps, batch=batch, precision=precision, **(refine_kw or {}))
         add(f"generator + refine {steps}", r.images, sec_per_image=(time.perf_counter() - t0) / len(x))
+        stage(f"refine {steps}")
     # the mean image is one image: encode it once, compare its features with every target's
     mean = x.mean(0, keepdim=True)
     f_mean = encode_batched(encoder, mean, layer, 1, precision=precision).expand_as(f_x)
@@ -104,7 +110,13 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
         for row in out.rows:
             jr = judge_features(judge, refs[row["method"]], batch=batch, precision=precision)
             row.update(recognition=recognition(jr, jx), spread=spread(jr, jx))
+        stage("judge")
     return out
+
+
+def eval_stages(refine_steps: Sequence[int] = (), judge: bool = True) -> int:
+    """How many times evaluate_layer calls `on_stage` (for a progress total)."""
+    return 2 + sum(1 for s in refine_steps if s > 0) + int(judge)
 
 
 def downsample_32(x: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from .precision import autocast, frozen_copy, model_device, resolve_precision
 
 #: defaults chosen by measurement (benchmarks/refine.py; RESULTS.md "Refinement")
 DEFAULT_STEPS = 30
-DEFAULT_LR = 0.1
+DEFAULT_LR = 0.2
 MAX_REFINE_STEPS = 10_000
 
 

@@ -99,14 +99,36 @@ def say(opts: GlobalOptions, msg: str) -> None:
 
 
 @contextlib.contextmanager
-def progress_bar(opts: GlobalOptions, total: int, description: str):
-    """A Rich progress bar on stderr (nothing with --quiet): yields advance(n)."""
-    if opts.quiet or total <= 0:
+def progress_bar(opts: GlobalOptions, total: int, description: str, *, plain_every: float = 10.0):
+    """Progress on stderr for a long job: yields advance(n=1).
+
+    A Rich bar (done/total, rate, ETA) on a terminal; when stderr is not a terminal (a log
+    file, CI), a plain line at most every `plain_every` seconds and one at the end. Nothing
+    with --quiet or --json (stdout stays the result, stderr stays clean for scripts).
+    """
+    if opts.quiet or opts.json or total <= 0:
         yield lambda n=1: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    console = err_console()
+    if not console.is_terminal:
+        import time
+        state = {"done": 0, "last": time.monotonic(), "t0": time.monotonic()}
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console(), transient=True) as p:
+        def advance(n: int = 1) -> None:
+            state["done"] += n
+            now = time.monotonic()
+            if now - state["last"] >= plain_every or state["done"] >= total:
+                state["last"] = now
+                rate = state["done"] / max(now - state["t0"], 1e-9)
+                eta = (total - state["done"]) / rate if rate > 0 else float("inf")
+                console.print(f"{description}: {min(state['done'], total)}/{total} "
+                              f"({rate:.1f}/s, {eta:.0f} s left)", markup=False, soft_wrap=True)
+        yield advance
+        return
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as p:
         task = p.add_task(description, total=total)
         yield lambda n=1: p.advance(task, n)

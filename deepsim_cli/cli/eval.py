@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, parse_layers, precheck, say, setup
+from ._common import check_suffix, load_encoder, load_gen, parse_layers, precheck, progress_bar, say, setup
 from ._options import (MAX_REFINE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, QuietOpt, SeedOpt,
                        out_console, print_json, resolve)
 
@@ -21,7 +21,9 @@ def eval_(
     encoder: EncoderOpt = "alexnet",
     encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
-    n: Annotated[int, typer.Option("--n", min=2, help="Evaluate the first N images (sorted by name).")] = 500,
+    n: Annotated[int, typer.Option(
+        "--n", min=2, help="Evaluate N images drawn at random with --seed, spread evenly over the "
+                           "data's folders (classes); all of them when there are fewer.")] = 500,
     csv: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE", show_default=False,
                                                 help="Write per-image metrics to this CSV.")] = None,
     no_lpips: Annotated[bool, typer.Option("--no-lpips", help="Skip LPIPS-alex.")] = False,
@@ -57,8 +59,8 @@ def eval_(
     refine_steps = _parse_refine(refine)
     import torch
 
-    from ..data import load_array, to_float
-    from ..evaluation import evaluate_layer
+    from ..data import count_images, load_array, to_float
+    from ..evaluation import eval_stages, evaluate_layer
     from ..metrics import LPIPSAlex
     from ..utils import atomic_output
 
@@ -77,11 +79,14 @@ def eval_(
     rows, per_image = [], {}
     names: list[str] = []
     for l, gen in gens.items():
-        arr, names = load_array(data, gen.image_size, limit=n)
+        arr, names = load_array(data, gen.image_size, sample=(n, opts.seed))
+        total = count_images(data)
         x = to_float(torch.from_numpy(arr))
-        say(opts, f"evaluating {encoder}:{l} on {len(x)} images at {gen.image_size} px")
-        res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, judge=judge, precision=opts.precision,
-                             refine_steps=refine_steps)
+        say(opts, f"evaluating {encoder}:{l} on {len(x)} of {total} images at {gen.image_size} px "
+                  f"(seed {opts.seed})")
+        with progress_bar(opts, eval_stages(refine_steps, judge is not None), f"eval {l}") as advance:
+            res = evaluate_layer(x, enc, gen, batch=batch, lpips=lp, judge=judge, precision=opts.precision,
+                                 refine_steps=refine_steps, on_stage=lambda _s: advance())
         rows += res.rows
         per_image[l] = res.per_image
     if csv is not None:

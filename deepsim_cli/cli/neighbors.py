@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from ._common import check_suffix, load_encoder, output_path, precheck, read_inputs, say, setup
+from ._common import check_suffix, load_encoder, output_path, precheck, progress_bar, read_inputs, say, setup
 from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
                        print_json, resolve)
 
@@ -68,7 +68,12 @@ def neighbors(
             return x.flatten(1)
         return encode_batched(enc, x, space, 64, precision=opts.precision).flatten(1)
 
-    bank = torch.cat([embed(to_float(torch.from_numpy(arr[i:i + 512]))) for i in range(0, len(arr), 512)])
+    chunks = []
+    with progress_bar(opts, len(arr), f"encoding the {space} bank") as advance:
+        for i in range(0, len(arr), 512):
+            chunks.append(embed(to_float(torch.from_numpy(arr[i:i + 512]))))
+            advance(len(chunks[-1]))
+    bank = torch.cat(chunks)
     dist, idx = nearest_neighbors(embed(q), bank, k)
     cells, caps = [], []
     for qi, qn in enumerate(qnames):

@@ -7,7 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, output_path, precheck, read_inputs, say, setup
+from ._common import (check_suffix, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
+                      say, setup)
 from ._options import (MAX_SEEDS, MAX_STEPS, DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
                        QuietOpt, SeedOpt, nonneg_float, print_json, resolve, unit_float)
 
@@ -182,10 +183,12 @@ def visualize(
     cells, caps, results, frames, fcaps = [], [], [], [], []
     pairs = [(u, s) for u in units for s in seed_list]
     say(opts, f"{len(units)} unit(s) of {encoder}:{layer} × {len(seed_list)} seed(s), {iters} steps, one batch")
-    runs = lib_visualize_many(gen.G, target, layer, [u for u, _ in pairs], seeds=[s for _, s in pairs],
-                              code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters, lr=(lr_start, lr_end),
-                              decay=decay, bounds=bounds, init=init_code, save_every=save_every,
-                              objective=objective, jitter=jitter, views=views, precision=opts.precision)
+    with progress_bar(opts, iters, f"DGN-AM {encoder}:{layer}") as advance:
+        runs = lib_visualize_many(gen.G, target, layer, [u for u, _ in pairs], seeds=[s for _, s in pairs],
+                                  code_shape=gen.G.cfg.in_shape, xy=_xy(xy), iters=iters,
+                                  lr=(lr_start, lr_end), decay=decay, bounds=bounds, init=init_code,
+                                  save_every=save_every, objective=objective, jitter=jitter, views=views,
+                                  precision=opts.precision, on_step=lambda _i, _a: advance())
     if names is not None:
         probs = encode_batched(target, torch.stack([r.image for r in runs]), layer, 64,
                                precision=opts.precision).softmax(1)

@@ -1,0 +1,76 @@
+"""Everyday use (issue 24): progress on long jobs, an unbiased `eval --n`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from deepsim_cli.checkpoint import save_checkpoint
+from deepsim_cli.cli import app
+from deepsim_cli.data import count_images, stratified_sample
+from deepsim_cli.encoders import build_encoder
+from deepsim_cli.generators import generator_for
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "examples" / "images"
+CHELSEA = str(IMAGES / "chelsea.jpg")
+
+
+def run(*args: str):
+    try:
+        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        runner = CliRunner()
+    return runner.invoke(app, ["--device", "cpu", *args])
+
+
+@pytest.fixture(scope="module")
+def gen_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    enc = build_encoder("alexnet")
+    G = generator_for((256, 6, 6), out_size=32, width=0.125)
+    path = tmp_path_factory.mktemp("gen") / "tiny-pool5.safetensors"
+    save_checkpoint(path, G.state_dict(), kind="generator", config={"generator": G.cfg.to_dict()},
+                    encoder="alexnet", layer="pool5", encoder_sha256=enc.sha256)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cwd(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+
+
+def test_long_jobs_report_progress_as_plain_lines_off_a_terminal(gen_file):
+    r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "3", "-o", "a.png")
+    assert r.exit_code == 0, r.stderr
+    assert "refining pool5: 3/3" in r.stderr  # CliRunner's stderr is no terminal: plain lines
+    r = run("invert", CHELSEA, "--weights", str(gen_file), "--method", "optimize", "--steps", "4", "-o", "b.png")
+    assert r.exit_code == 0 and "optimising pool5: 4/4" in r.stderr, r.stderr
+    r = run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "3", "--no-lpips", "--no-judge")
+    assert r.exit_code == 0 and "eval pool5: 2/2" in r.stderr, r.stderr
+    for quiet in (["-q"], ["--json"]):
+        r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "2", "-o", "c.png", *quiet)
+        assert r.exit_code == 0 and "refining" not in r.stderr, r.stderr
+
+
+def test_stratified_sample_covers_every_folder_and_follows_the_seed():
+    names = [f"data.tar/class{c}/img{i:02d}.jpg" for c in range(5) for i in range(20)]
+    pick = stratified_sample(names, 10, seed=0)
+    assert pick == sorted(pick) and len(set(pick)) == 10
+    assert sorted({names[i].split("/")[1] for i in pick}) == [f"class{c}" for c in range(5)]
+    assert all(sum(names[i].split("/")[1] == f"class{c}" for i in pick) == 2 for c in range(5))
+    assert stratified_sample(names, 10, seed=0) == pick and stratified_sample(names, 10, seed=1) != pick
+    assert stratified_sample(names, 500, seed=0) == list(range(100))
+    assert pick != list(range(10))  # not the first N by name
+
+
+def test_eval_says_how_many_of_how_many(gen_file):
+    total = count_images(IMAGES)
+    r = run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "2", "--no-lpips", "--no-judge",
+            "--seed", "3")
+    assert r.exit_code == 0, r.stderr
+    assert f"on 2 of {total} images" in r.stderr
