@@ -534,10 +534,12 @@ def _as_pil_list(images, value_range: Sequence[float]) -> list[Image.Image]:
         if images.ndim == 3:
             images = images[None]
         images = list(images)  # (N, 3, H, W) -> N × (3, H, W)
-    pils = [to_pil(im, value_range) for im in images]
-    if not pils:
+    pils = [None if im is None else to_pil(im, value_range) for im in images]
+    if not pils or pils[0] is None:
         raise ValueError("no images given")
     first = pils[0].size
+    # None: an empty cell (the short last block of a wrapped grid)
+    pils = [Image.new("RGB", first, (255, 255, 255)) if p is None else p for p in pils]
     # Mixed sizes (e.g. a 64 px reconstruction next to its 256 px original) share one cell size.
     return [p if p.size == first else p.resize(first, Image.Resampling.BICUBIC) for p in pils]
 
@@ -556,7 +558,7 @@ def make_grid(
 
     Args:
         images: Tensor ``(N, 3, H, W)`` in ``value_range``, or a list of tensors / PIL images /
-            arrays; all are resized to the first one's size.
+            arrays (None: an empty white cell); all are resized to the first one's size.
         ncols: Columns; default ``ceil(N / len(row_labels))`` with row labels, else ``ceil(sqrt(N))``.
         captions: One string per image (may contain newlines), drawn with Pillow's default
             font under each cell; shrunk, then truncated, to fit the cell width.

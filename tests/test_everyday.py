@@ -74,3 +74,49 @@ def test_eval_says_how_many_of_how_many(gen_file):
             "--seed", "3")
     assert r.exit_code == 0, r.stderr
     assert f"on 2 of {total} images" in r.stderr
+
+
+def test_outdir_writes_one_file_per_image_and_layer(gen_file, tmp_path):
+    r = run("invert", str(IMAGES), "--weights", str(gen_file), "--outdir", "rec")
+    assert r.exit_code == 0, r.stderr
+    n = count_images(IMAGES)
+    files = sorted(Path("rec").glob("*.png"))
+    assert len(files) == n and all(f.name.endswith("-pool5.png") for f in files)
+    assert r.stdout.split() == [str(Path("rec") / f"{p.stem}-pool5.png")
+                                for p in sorted(IMAGES.iterdir()) if p.suffix.lower() in (".jpg", ".png")]
+    Path("dir2").mkdir()
+    r = run("invert", CHELSEA, CHELSEA, "--weights", str(gen_file), "-o", "dir2")  # -o an existing folder
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in Path("dir2").iterdir()) == ["chelsea-2-pool5.png", "chelsea-pool5.png"]
+
+
+def test_grids_wrap_every_ncols_images(gen_file):
+    from PIL import Image
+    n = count_images(IMAGES)
+    r = run("invert", str(IMAGES), "--weights", str(gen_file), "--ncols", "2", "-o", "two.png")
+    assert r.exit_code == 0, r.stderr
+    r = run("invert", str(IMAGES), "--weights", str(gen_file), "--ncols", "100", "-o", "all.png")
+    assert r.exit_code == 0, r.stderr
+    two, wide = Image.open("two.png").size, Image.open("all.png").size
+    assert two[0] < wide[0] and two[1] > wide[1]
+    blocks = -(-n // 2)
+    assert two[1] == pytest.approx(blocks * wide[1], rel=0.05)
+
+
+def test_default_names_carry_what_changes_the_result_and_clobbering_is_announced(gen_file):
+    r = run("invert", str(IMAGES), "--weights", str(gen_file))
+    assert r.exit_code == 0 and r.stdout.strip() == "invert-images-pool5.png", (r.stdout, r.stderr)
+    r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "1")
+    assert r.stdout.strip() == "chelsea-pool5-refine1.png"
+    r = run("interpolate", CHELSEA, str(IMAGES / "coffee.jpg"), "--weights", str(gen_file), "--steps", "2", "--slerp")
+    assert r.exit_code == 0 and r.stdout.split()[0] == "chelsea-coffee-pool5-slerp.png", r.stderr
+    before = Path("chelsea-pool5-refine1.png").read_bytes()
+    r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "1")
+    assert r.exit_code == 0 and "warning: replacing chelsea-pool5-refine1.png" in r.stderr
+    Path("chelsea-pool5-refine1.png").write_bytes(b"keep me")
+    for cmd in (["invert", CHELSEA, "--weights", str(gen_file), "--refine", "1", "--no-clobber"],
+                ["--no-clobber", "invert", CHELSEA, "--weights", str(gen_file), "--refine", "1"]):
+        r = run(*cmd)
+        assert r.exit_code == 2 and "--no-clobber" in r.stderr, r.stderr
+        assert Path("chelsea-pool5-refine1.png").read_bytes() == b"keep me"
+    assert before != b"keep me"

@@ -168,12 +168,14 @@ def _global(
     precision: Annotated[PrecisionChoice, typer.Option(
         "--precision", help="Model arithmetic: auto = bf16 autocast on CUDA and on CPUs with AMX/AVX512-BF16 "
                             "(several times faster there), fp32 elsewhere; `deepsim --version` says which.")] = "auto",
+    no_clobber: Annotated[bool, typer.Option(
+        "--no-clobber", help="Never replace an existing output file (every command).")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, help="Print the version, torch, device and precision, and exit.")] = False,
 ) -> None:
     ctx.obj = GlobalOptions(device=device, seed=0 if seed is None else seed, seed_given=seed is not None,
                             json=json_out, debug=debug, quiet=quiet,
-                            precision=precision)
+                            precision=precision, no_clobber=no_clobber)
 
 
 _MAIN = "Main commands"

@@ -80,9 +80,30 @@ def read_inputs(paths: Sequence[Path], size: int):
     return torch.stack(xs), names
 
 
-def output_path(out: Optional[Path], default: str) -> Path:
-    """--out as given, or `default` in the current directory."""
-    return Path(out) if out is not None else Path(default)
+def output_path(out: Optional[Path], default: str, opts: Optional[GlobalOptions] = None) -> Path:
+    """--out as given, or `default` in the current directory; with `opts`, `claim_output` it."""
+    path = Path(out) if out is not None else Path(default)
+    return claim_output(opts, path) if opts is not None else path
+
+
+def claim_output(opts: GlobalOptions, path: Path) -> Path:
+    """An output about to be written: with --no-clobber an existing file is a usage error (nothing
+    is computed or written), otherwise its replacement is announced with a warning line."""
+    from ..errors import UsageError
+
+    if os.fspath(path) == "-" or not path.exists():
+        return path
+    if path.is_dir():
+        raise UsageError(f"output {path} is a folder; give a file name (or --outdir where offered)")
+    if opts.no_clobber:
+        raise UsageError(f"{path} exists and --no-clobber keeps it; choose another -o/--out")
+    say(opts, f"warning: replacing {path}")
+    return path
+
+
+def result_name(*parts: object) -> str:
+    """A default file stem from what changes the result: parts joined with '-', empty ones skipped."""
+    return "-".join(str(p) for p in parts if p not in (None, "", False))
 
 
 def check_suffix(path: Path, allowed: Sequence[str], what: str) -> None:

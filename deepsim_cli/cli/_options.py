@@ -37,6 +37,7 @@ class GlobalOptions:
     debug: bool = False
     quiet: bool = False
     precision: str = "auto"
+    no_clobber: bool = False
 
 
 def check_device(value: Optional[str]) -> Optional[str]:
@@ -104,6 +105,10 @@ GeneratorOpt = Annotated[Optional[Path], typer.Option(
     help="Generator checkpoint (default: the shipped one for --encoder/--layer).")]
 OutOpt = Annotated[Optional[Path], typer.Option(
     "--out", "-o", metavar="PATH", show_default=False, help="Output file or folder.")]
+NoClobberOpt = Annotated[bool, typer.Option(
+    "--no-clobber", help="Refuse to replace an existing output file (default: replace it, with a warning).")]
+NcolsOpt = Annotated[int, typer.Option(
+    "--ncols", min=1, help="Grid columns: longer rows wrap into blocks of this many images.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")]
 MAX_REFINE = 10_000       # --refine steps (deepsim_cli.refine.MAX_REFINE_STEPS)
 RefineOpt = Annotated[int, typer.Option(
@@ -125,8 +130,8 @@ def out_console() -> Console:
 
 
 def resolve(ctx: typer.Context, *, json_out: bool = False, device: Optional[str] = None,
-            seed: Optional[int] = None, quiet: bool = False) -> GlobalOptions:
-    """Merge a command's own --json/--device/--seed/--quiet with the global ones."""
+            seed: Optional[int] = None, quiet: bool = False, no_clobber: bool = False) -> GlobalOptions:
+    """Merge a command's own --json/--device/--seed/--quiet/--no-clobber with the global ones."""
     g = ctx.find_object(GlobalOptions) or GlobalOptions()
     return GlobalOptions(
         device=device if device is not None else g.device,
@@ -136,6 +141,7 @@ def resolve(ctx: typer.Context, *, json_out: bool = False, device: Optional[str]
         debug=g.debug,
         quiet=quiet or g.quiet,
         precision=g.precision,
+        no_clobber=no_clobber or g.no_clobber,
     )
 
 

@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ._common import (check_suffix, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
-                      say, setup)
+from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar,
+                      read_inputs, result_name, say, setup)
 from ._options import (MAX_INTERP, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
-                       OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
+                       NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
 def interpolate(
@@ -28,6 +28,7 @@ def interpolate(
     frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 150,
     refine: RefineOpt = 0,
     out: OutOpt = None,
+    no_clobber: NoClobberOpt = False,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
@@ -46,27 +47,33 @@ def interpolate(
     precheck([], encoder, [layer], single=[image_a, image_b])  # answers typos before torch loads
     from ..images import make_grid, save_gif, save_image
     from ..inference import interpolate as lib_interpolate
+    from ..utils import all_or_nothing
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     gen = load_gen(enc, layer, weights, dev)
     xa, na = read_inputs([image_a], gen.image_size)
     xb, nb = read_inputs([image_b], gen.image_size)
-    path = output_path(out, f"{na[0]}-{nb[0]}-{layer}.png")
+    path = output_path(out, result_name(na[0], nb[0], layer, "slerp" if use_slerp else "",
+                                        f"refine{refine}" if refine else "") + ".png", opts)
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    if str(path) != "-":
+        claim_output(opts, path.with_suffix(".gif"))
     say(opts, f"interpolating {na[0]} → {nb[0]} in {encoder}:{layer}, {steps} steps")
     with progress_bar(opts, refine * steps, "refining frames") as advance:
         frames = lib_interpolate(xa, xb, enc, gen, steps, use_slerp, precision=opts.precision,
                                  refine_steps=refine, on_step=advance).cpu()
     cells = [xa[0]] + list(frames) + [xb[0]]
     caps = [na[0]] + [f"t={i / (steps - 1):.2f}" for i in range(steps)] + [nb[0]]
-    save_image(make_grid(cells, ncols=len(cells), captions=caps), path)
     outputs = {"strip": str(path)}
+    with all_or_nothing():  # the strip and the GIF, or neither
+        save_image(make_grid(cells, ncols=len(cells), captions=caps), path)
+        if str(path) != "-":
+            gpath = path.with_suffix(".gif")
+            save_gif(list(frames), gpath, duration_ms=frame_ms, pingpong=pingpong)
+            outputs["gif"] = str(gpath)
     if str(path) != "-":
-        gpath = path.with_suffix(".gif")
-        save_gif(list(frames), gpath, duration_ms=frame_ms, pingpong=pingpong)
-        outputs["gif"] = str(gpath)
         if opts.json:
             print_json({**outputs, "layer": layer, "steps": steps, "slerp": use_slerp, "refine": refine})
         else:

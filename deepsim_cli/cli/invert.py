@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Optional
 
 import typer
 
-from ._common import (check_suffix, load_encoder, load_gen, output_path, parse_layers, precheck, progress_bar,
-                      read_inputs, say, setup)
+from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, parse_layers, precheck,
+                      progress_bar, read_inputs, result_name, say, setup)
 from ._options import (MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt,
-                       OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
+                       NcolsOpt, NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
 def invert(
@@ -32,6 +33,12 @@ def invert(
         "--init", help="Start of --method optimize: small noise, or the generator's reconstruction "
                        "(needs a generator for the layer).")] = "noise",
     out: OutOpt = None,
+    outdir: Annotated[Optional[Path], typer.Option(
+        "--outdir", metavar="DIR", show_default=False,
+        help="One file per input and layer in DIR (<name>-<layer>.png) instead of one grid; "
+             "also what -o does when it names an existing folder or ends in '/'.")] = None,
+    ncols: NcolsOpt = 8,
+    no_clobber: NoClobberOpt = False,
     size: Annotated[int, typer.Option("--size", min=16,
                                       help="Output side for --method optimize.")] = 128,
     steps: Annotated[int, typer.Option("--steps", min=1, max=MAX_STEPS,
@@ -45,8 +52,10 @@ def invert(
     """Reconstruct images from what an encoder layer keeps of them.
 
     One image and one layer → the reconstruction (default <name>-<layer>.png); several images
-    or layers → a grid with the originals on top and one row of reconstructions per layer.
-    The output path is printed on stdout ('-o -' writes the PNG to stdout instead).
+    or layers → a grid with the originals on top and one row of reconstructions per layer,
+    wrapping every --ncols images (default name from the inputs, layers, method and
+    refinement); --outdir DIR → one file per image and layer. The output paths are printed on
+    stdout ('-o -' writes the PNG to stdout instead).
 
     [bold]Examples[/bold]
 
@@ -55,6 +64,8 @@ def invert(
       deepsim invert examples/images/ --layer pool5 -o recon.png
 
       deepsim invert examples/images/chelsea.jpg --layer fc6 --refine 30
+
+      deepsim invert photos/ --layer fc6 --outdir recon/
 
       deepsim invert chelsea.jpg --layer conv3 --method optimize --steps 300
     """
@@ -66,7 +77,7 @@ def invert(
     from ..inference import optimize_invert
     from ..metrics import encode_batched
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
     layers = parse_layers(layer)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
@@ -83,8 +94,28 @@ def invert(
     out_size = next(iter(gens.values())).image_size if gens else size
     x, names = read_inputs(images, out_size)
     single = len(names) == 1 and len(layers) == 1
-    path = output_path(out, f"{names[0]}-{layers[0]}.png" if single else f"invert-{'-'.join(layers)}.png")
-    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    how_tag = result_name("optimize" if method == "optimize" else "",
+                          "from-generator" if method == "optimize" and init == "generator" else "",
+                          f"refine{refine}" if refine else "")
+    if outdir is None and out is not None and (out.is_dir() or str(out).endswith(("/", os.sep))):
+        outdir, out = out, None
+    files: dict[tuple[str, int], Path] = {}
+    if outdir is not None:
+        if out is not None:
+            from ..errors import UsageError
+            raise UsageError("give -o FILE (one grid) or --outdir DIR (one file per image), not both")
+        if outdir.exists() and not outdir.is_dir():
+            from ..errors import UsageError
+            raise UsageError(f"--outdir {outdir} is a file, not a folder")
+        stems = _unique(names)
+        files = {(l, i): claim_output(opts, outdir / f"{result_name(stem, l, how_tag)}.png")
+                 for l in layers for i, stem in enumerate(stems)}
+        path = outdir
+    else:
+        stem = names[0] if len(names) == 1 else _batch_name(images, names)
+        path = output_path(out, f"{result_name(stem, *layers, how_tag)}.png" if single or len(names) == 1
+                           else f"{result_name('invert', stem, *layers, how_tag)}.png", opts)
+        check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     recons = {}
     for l in layers:
         how = method + (f" from the generator" if method == "optimize" and init == "generator" else "")
@@ -108,17 +139,61 @@ def invert(
                                     init=None if start is None else start[i:i + batch],
                                     on_step=lambda _s, _l, n=len(target[i:i + batch]): advance(n))
                     for i in range(0, len(x), batch)]).cpu()
-    if single:
+    if files:
+        outdir.mkdir(parents=True, exist_ok=True)
+        for (l, i), f in files.items():
+            save_image(recons[l][i], f)
+        written = [str(f) for f in files.values()]
+    elif single:
         save_image(recons[layers[0]][0], path)
+        written = [str(path)]
     else:
-        cells = list(x) + [r for l in layers for r in recons[l]]
-        grid = make_grid(cells, ncols=len(names), captions=names + [l for l in layers for _ in names],
-                         row_labels=["input"] + layers)
+        cells, caps, row_labels = [], [], []
+        for b in range(0, len(names), ncols):  # blocks of ncols images: inputs, then one row per layer
+            block = range(b, min(b + ncols, len(names)))
+            cells += [x[i] for i in block] + [recons[l][i] for l in layers for i in block]
+            caps += [names[i] for i in block] + [l for l in layers for _ in block]
+            row_labels += ["input"] + layers
+        grid = make_grid(_pad_blocks(cells, len(names), ncols, len(layers) + 1), ncols=min(ncols, len(names)),
+                         captions=_pad_blocks(caps, len(names), ncols, len(layers) + 1, fill=""),
+                         row_labels=row_labels)
         save_image(grid, path)
+        written = [str(path)]
     if str(path) == "-":
         return
     if opts.json:
-        print_json({"output": str(path), "images": names, "layers": layers, "method": method,
-                    "refine": refine, **({"init": init} if method == "optimize" else {})})
+        print_json({"output": written[0] if not files else str(outdir), "outputs": written, "images": names,
+                    "layers": layers, "method": method, "refine": refine,
+                    **({"init": init} if method == "optimize" else {})})
     else:
-        typer.echo(str(path))
+        for w in written:
+            typer.echo(w)
+
+
+def _unique(stems: list[str]) -> list[str]:
+    """File stems made unique by a -2, -3 … suffix (two inputs may share a name in different folders)."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return out
+
+
+def _batch_name(paths: list[Path], names: list[str]) -> str:
+    """A grid's default stem: the folder's name for one folder, else the first image and a count."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return Path(paths[0]).resolve().name
+    return f"{names[0]}+{len(names) - 1}"
+
+
+def _pad_blocks(cells: list, n: int, ncols: int, rows: int, fill=None) -> list:
+    """Cells of the wrapped grid with the last, shorter block padded to full rows."""
+    if n <= ncols or n % ncols == 0:
+        return cells
+    full = (n // ncols) * ncols * rows
+    last, short = cells[full:], n % ncols
+    padded = []
+    for r in range(rows):
+        padded += last[r * short:(r + 1) * short] + [fill] * (ncols - short)
+    return cells[:full] + padded

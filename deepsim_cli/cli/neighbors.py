@@ -54,7 +54,8 @@ def neighbors(
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
     dev = setup(opts)
     q, qnames = read_inputs(images, size)
-    path = output_path(out, "neighbors.png")
+    stem = qnames[0] if len(qnames) == 1 else f"{qnames[0]}+{len(qnames) - 1}"
+    path = output_path(out, f"neighbors-{stem}-{space}.png", opts)
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     enc = None
     if space != "image":

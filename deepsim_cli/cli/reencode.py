@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from ._common import (check_suffix, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
-                      say, setup)
+from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar,
+                      read_inputs, result_name, say, setup)
 from ._options import (MAX_REENCODE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
-                       OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
+                       NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
 def reencode(
@@ -26,6 +26,7 @@ def reencode(
                                                  f"{MAX_REENCODE}).")] = 8,
     refine: RefineOpt = 0,
     out: OutOpt = None,
+    no_clobber: NoClobberOpt = False,
     gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write a GIF of every iteration "
                                                               "beside the grid.")] = True,
     frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 400,
@@ -51,14 +52,18 @@ def reencode(
 
     from ..images import make_grid, save_gif, save_image
     from ..inference import reencode as lib_reencode
+    from ..utils import all_or_nothing
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     gen = load_gen(enc, layer, weights, dev)
     x, names = read_inputs(images, gen.image_size)
-    path = output_path(out, f"{names[0] if len(names) == 1 else 'reencode'}-{layer}-reencode.png")
+    stem = names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}"
+    path = output_path(out, result_name(stem, layer, "reencode", f"refine{refine}" if refine else "") + ".png", opts)
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    if gif and str(path) != "-":
+        claim_output(opts, path.with_suffix(".gif"))
     say(opts, f"re-encoding {len(names)} image(s) through {encoder}:{layer}, {iterations} iterations")
     with progress_bar(opts, refine * iterations * len(names), "re-encoding with refinement") as advance:
         res = lib_reencode(x, enc, gen, iterations, precision=opts.precision, refine_steps=refine, on_step=advance)
@@ -68,14 +73,15 @@ def reencode(
         for i in shown:
             cells.append(res.images[i][b].cpu())
             caps.append("input" if i == 0 else f"iter {i}\nd={float(res.feature_distance[i][b]):.2f}")
-    save_image(make_grid(cells, ncols=len(shown), captions=caps), path)
     outputs = {"grid": str(path)}
-    if gif and str(path) != "-":
-        gpath = path.with_suffix(".gif")
-        frames = [torch.cat(list(img.cpu()), dim=2) for img in res.images]  # images side by side
-        save_gif(frames, gpath, duration_ms=frame_ms,
-                 captions=["input"] + [f"iter {i}" for i in range(1, iterations + 1)])
-        outputs["gif"] = str(gpath)
+    with all_or_nothing():  # the grid and the GIF, or neither
+        save_image(make_grid(cells, ncols=len(shown), captions=caps), path)
+        if gif and str(path) != "-":
+            gpath = path.with_suffix(".gif")
+            frames = [torch.cat(list(img.cpu()), dim=2) for img in res.images]  # images side by side
+            save_gif(frames, gpath, duration_ms=frame_ms,
+                     captions=["input"] + [f"iter {i}" for i in range(1, iterations + 1)])
+            outputs["gif"] = str(gpath)
     dist = [[float(d[b]) for d in res.feature_distance] for b in range(len(names))]
     if opts.json:
         print_json({**outputs, "layer": layer, "images": names, "refine": refine, "feature_distance": dist})

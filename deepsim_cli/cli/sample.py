@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, output_path, precheck, read_inputs, say, setup
-from ._options import (MAX_FRAMES, MAX_SAMPLES, DeviceOpt, GeneratorOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
-                       nonneg_float, print_json, resolve)
+from ._common import check_suffix, claim_output, output_path, precheck, read_inputs, result_name, say, setup
+from ._options import (MAX_FRAMES, MAX_SAMPLES, DeviceOpt, GeneratorOpt, JsonOpt, NoClobberOpt, OutOpt, QuietOpt,
+                       SeedOpt, nonneg_float, print_json, resolve)
 
 
 def sample(
@@ -26,6 +26,7 @@ def sample(
     frames: Annotated[int, typer.Option("--frames", min=2, max=MAX_FRAMES,
                                         help=f"GIF frames (at most {MAX_FRAMES}).")] = 32,
     out: OutOpt = None,
+    no_clobber: NoClobberOpt = False,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
@@ -48,8 +49,9 @@ def sample(
     from ..errors import UsageError
     from ..images import make_grid, save_gif, save_image
     from ..inference import great_circle, load_vae, posterior_samples, sample as lib_sample
+    from ..utils import all_or_nothing
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
     dev = setup(opts)
     path = weights if weights is not None else weights_dir() / "vae-deepsim.safetensors"
     if not Path(path).is_file():
@@ -66,16 +68,19 @@ def sample(
         say(opts, f"{n} samples, temperature {temperature}, seed {opts.seed}")
         imgs = lib_sample(vae, n, seed=opts.seed, temperature=temperature, precision=opts.precision)
         cells, caps = list(imgs), [f"seed {opts.seed} #{i}" for i in range(n)]
-        default = f"samples-seed{opts.seed}.png"
-    p = output_path(out, default)
+        default = result_name("samples", f"seed{opts.seed}", f"t{temperature:g}" if temperature != 1 else "") + ".png"
+    p = output_path(out, default, opts)
     check_suffix(p, (".png", ".jpg", ".jpeg", ".webp"), "output")
-    save_image(make_grid(cells, captions=caps), p)
-    outputs = {"grid": str(p)}
     if gif and str(p) != "-":
-        gp = p.with_suffix(".gif")
-        save_gif(list(great_circle(vae, frames, seed=opts.seed, temperature=temperature,
-                                   precision=opts.precision)), gp, duration_ms=80)
-        outputs["gif"] = str(gp)
+        claim_output(opts, p.with_suffix(".gif"))
+    outputs = {"grid": str(p)}
+    with all_or_nothing():  # the grid and the GIF, or neither
+        save_image(make_grid(cells, captions=caps), p)
+        if gif and str(p) != "-":
+            gp = p.with_suffix(".gif")
+            save_gif(list(great_circle(vae, frames, seed=opts.seed, temperature=temperature,
+                                       precision=opts.precision)), gp, duration_ms=80)
+            outputs["gif"] = str(gp)
     if opts.json:
         print_json({**outputs, "n": n, "seed": opts.seed, "temperature": temperature})
     elif str(p) != "-":

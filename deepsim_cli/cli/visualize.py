@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ._common import (check_suffix, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
+from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
                       say, setup)
 from ._options import (MAX_SEEDS, MAX_STEPS, DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
                        QuietOpt, SeedOpt, nonneg_float, print_json, resolve, unit_float)
@@ -136,6 +137,7 @@ def visualize(
     from ..errors import UsageError
     from ..images import make_grid, save_gif, save_image
     from ..inference import shipped_generator_path
+    from ..utils import all_or_nothing
     from ..metrics import encode_batched
     from ..visualize import CodeBounds, bounds_path, compute_bounds as lib_bounds, imagenet_classes, \
         resolve_class, visualize_many as lib_visualize_many
@@ -192,6 +194,10 @@ def visualize(
     if names is not None:
         probs = encode_batched(target, torch.stack([r.image for r in runs]), layer, 64,
                                precision=opts.precision).softmax(1)
+    if not all(math.isfinite(r.activation) for r in runs):
+        from ..errors import DeepsimError
+        raise DeepsimError("the optimisation diverged (activation NaN or inf); nothing was written: "
+                           "try a smaller --lr-start")
     dead = [(u, s) for (u, s), r in zip(pairs, runs) if not r.activation > 0]
     if dead and layer not in ("fc8", "logits"):
         say(opts, f"warning: {len(dead)} run(s) ended with the unit off (activation <= 0), e.g. unit "
@@ -204,14 +210,17 @@ def visualize(
         results.append({"unit": u, "label": label, "seed": s, "activation": r.activation, "prob": prob})
         frames += r.frames
         fcaps += [f"{label} step {k2 * save_every}\na={a:.2f}" for k2, a in enumerate(r.frame_acts)]
-    path = output_path(out, f"visualize-{layer}-{'-'.join(map(str, units))}.png")
-    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
-    save_image(make_grid(cells, ncols=len(seed_list), captions=caps), path)
-    outputs = {"grid": str(path)}
+    path = output_path(out, f"visualize-{layer}-{'-'.join(map(str, units))}.png", opts)
     if save_every and str(path) != "-":
-        gpath_ = path.with_suffix(".gif")
-        save_gif(frames, gpath_, duration_ms=120, captions=fcaps)
-        outputs["gif"] = str(gpath_)
+        claim_output(opts, path.with_suffix(".gif"))
+    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    outputs = {"grid": str(path)}
+    with all_or_nothing():  # the grid and the GIF, or neither
+        save_image(make_grid(cells, ncols=len(seed_list), captions=caps), path)
+        if save_every and str(path) != "-":
+            gpath_ = path.with_suffix(".gif")
+            save_gif(frames, gpath_, duration_ms=120, captions=fcaps)
+            outputs["gif"] = str(gpath_)
     if opts.json:
         print_json({**outputs, "layer": layer, "encoder": encoder, "results": results})
     elif str(path) != "-":
