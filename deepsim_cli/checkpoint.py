@@ -6,8 +6,10 @@ encoder_sha256, deepsim_version, train_steps, metrics (JSON), and free-form extr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -137,7 +139,7 @@ def upgrade_metadata(meta: dict[str, str]) -> dict[str, str]:
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
-    """Return the raw (upgraded) metadata header without loading tensors."""
+    """Return the raw (upgraded, validated) metadata header without loading tensors."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"checkpoint not found: {path}")
@@ -149,7 +151,130 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     missing = [k for k in _REQUIRED if k not in meta]
     if missing:
         raise UsageError(f"{path}: not a deepsim checkpoint (metadata lacks {', '.join(missing)})")
-    return upgrade_metadata(meta)
+    meta = upgrade_metadata(meta)
+    parse_metadata(path, meta)
+    return meta
+
+
+# ---------------------------------------------------------------- metadata validation (the one place)
+
+class BadMetadata(UsageError):
+    """A checkpoint whose header is damaged or tampered with: "FILE: bad metadata field X (…)"."""
+
+    def __init__(self, path: object, name: str, why: str) -> None:
+        super().__init__(f"{path}: bad metadata field {name} ({why})")
+        self.field = name
+
+
+def _shown(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _int_field(path: object, name: str, v: Any, lo: int = 0, hi: int | None = None) -> int:
+    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
+    if not ok:
+        rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise BadMetadata(path, name, f"expected an integer {rng}, got {_shown(v)}")
+    return v
+
+
+def _int_list(path: object, name: str, v: Any, lengths: tuple[int, ...], hi: int) -> None:
+    if not isinstance(v, (list, tuple)) or len(v) not in lengths:
+        raise BadMetadata(path, name, f"expected a list of {' or '.join(map(str, lengths))} integers, got {_shown(v)}")
+    for i, x in enumerate(v):
+        _int_field(path, f"{name}[{i}]", x, 1, hi)
+
+
+def _check_generator_config(path: object, g: Any, name: str = "config.generator") -> None:
+    """The architecture a generator / VAE checkpoint records, checked before anything is built from it
+    (a tampered size could otherwise ask for terabytes)."""
+    from .generators import UPSAMPLES, GeneratorConfig
+
+    if not isinstance(g, dict):
+        raise BadMetadata(path, name, "missing" if g is None else f"expected a JSON object, got {_shown(g)}")
+    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
+    unknown = sorted(set(g) - known)
+    if unknown:
+        raise BadMetadata(path, f"{name}.{unknown[0]}", "unknown key")
+    kind = g.get("kind", "fc")
+    if kind not in ("fc", "conv"):
+        raise BadMetadata(path, f"{name}.kind", f"expected 'fc' or 'conv', got {_shown(kind)}")
+    if "in_shape" not in g:
+        raise BadMetadata(path, f"{name}.in_shape", "missing")
+    _int_list(path, f"{name}.in_shape", g["in_shape"], (1,) if kind == "fc" else (3,), 1 << 20)
+    if math.prod(g["in_shape"]) > 1 << 24:
+        raise BadMetadata(path, f"{name}.in_shape", f"implausibly large: {_shown(g['in_shape'])}")
+    _int_field(path, f"{name}.out_size", g.get("out_size", 128), 8, 4096)
+    w = g.get("width", 1.0)
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not (0 < w <= 16):
+        raise BadMetadata(path, f"{name}.width", f"expected a number in (0, 16], got {_shown(w)}")
+    fc = g.get("fc_dims", [])
+    if not isinstance(fc, (list, tuple)) or len(fc) > 8:
+        raise BadMetadata(path, f"{name}.fc_dims", f"expected a list of up to 8 integers, got {_shown(fc)}")
+    _int_list(path, f"{name}.fc_dims", fc, (len(fc),), 1 << 16)
+    bridge = g.get("bridge", [])
+    _int_list(path, f"{name}.bridge", bridge, (0, 3) if kind == "fc" else (0,), 1 << 12)
+    up = g.get("upsample", "deconv")
+    if up not in UPSAMPLES:
+        raise BadMetadata(path, f"{name}.upsample", f"expected one of {', '.join(UPSAMPLES)}, got {_shown(up)}")
+
+
+def parse_metadata(path: str | os.PathLike, meta: Mapping[str, str]) -> dict[str, Any]:
+    """Validate an (upgraded) metadata header; return its parsed values (config, metrics, train_steps).
+
+    Every field a loader reads is checked here, so a damaged or tampered header is one usage error
+    "FILE: bad metadata field X (…)" (exit 2) instead of a KeyError or ValueError deep in a loader.
+    """
+    def text(name: str) -> str:
+        v = meta.get(name)
+        if not isinstance(v, str):
+            raise BadMetadata(path, name, f"expected a string, got {_shown(v)}")
+        return v
+
+    if not text("format_version").strip().isdigit():
+        raise BadMetadata(path, "format_version", f"expected an integer, got {_shown(meta['format_version'])}")
+    if not text("kind").strip():
+        raise BadMetadata(path, "kind", "empty")
+    for k in ("encoder", "layer", "encoder_sha256", "deepsim_version"):
+        text(k)
+    parsed: dict[str, Any] = {}
+    for k in ("config", "metrics"):
+        try:
+            v = json.loads(text(k))
+        except json.JSONDecodeError:
+            raise BadMetadata(path, k, "not valid JSON") from None
+        if not isinstance(v, dict):
+            raise BadMetadata(path, k, f"expected a JSON object, got {_shown(v)}")
+        parsed[k] = v
+    steps = text("train_steps").strip() or "0"
+    if not steps.isdigit():
+        raise BadMetadata(path, "train_steps", f"expected a non-negative integer, got {_shown(meta['train_steps'])}")
+    parsed["train_steps"] = int(steps)
+    # numeric extras that loaders read (train-state files)
+    if "prior_steps" in meta and not str(meta["prior_steps"]).strip().isdigit():
+        raise BadMetadata(path, "prior_steps", f"expected a non-negative integer, got {_shown(meta['prior_steps'])}")
+    if "g_norm_avg" in meta:
+        try:
+            ok = math.isfinite(float(meta["g_norm_avg"])) and float(meta["g_norm_avg"]) >= 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise BadMetadata(path, "g_norm_avg", f"expected a finite number >= 0, got {_shown(meta['g_norm_avg'])}")
+    return parsed
+
+
+def generator_config(ck: Checkpoint):
+    """The GeneratorConfig a generator or VAE checkpoint records (config.generator), validated:
+    every loader builds its network through this, so a missing or tampered architecture is one
+    "FILE: bad metadata field config.generator… (…)" usage error, never a KeyError or TypeError."""
+    from .generators import GeneratorConfig
+
+    _check_generator_config(ck.path, ck.config.get("generator"))
+    train = ck.config.get("train", {})
+    if not isinstance(train, dict):
+        raise BadMetadata(ck.path, "config.train", f"expected a JSON object, got {_shown(train)}")
+    return GeneratorConfig.from_dict(ck.config["generator"])
 
 
 def load_checkpoint(
@@ -163,6 +288,7 @@ def load_checkpoint(
     meta = read_metadata(path)
     if kind is not None and meta["kind"] != kind:
         raise UsageError(f"{path}: expected a {kind!r} checkpoint, found {meta['kind']!r}")
+    parsed = parse_metadata(path, meta)
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt", device=str(map_location)) as f:
@@ -172,20 +298,15 @@ def load_checkpoint(
         raise UsageError(f"corrupt checkpoint {path}: {str(e).splitlines()[0]}") from None
     std = {"format_version", "kind", "config", "encoder", "layer", "encoder_sha256",
            "deepsim_version", "train_steps", "metrics"}
-    try:
-        config = json.loads(meta["config"])
-        metrics = json.loads(meta["metrics"])
-    except json.JSONDecodeError:
-        raise UsageError(f"{path}: metadata 'config'/'metrics' is not valid JSON") from None
     return Checkpoint(
         tensors=tensors,
         kind=meta["kind"],
-        config=config,
+        config=parsed["config"],
         encoder=meta["encoder"],
         layer=meta["layer"],
         encoder_sha256=meta["encoder_sha256"],
-        train_steps=int(meta["train_steps"] or 0),
-        metrics=metrics,
+        train_steps=parsed["train_steps"],
+        metrics=parsed["metrics"],
         extra={k: v for k, v in meta.items() if k not in std},
         path=path,
     )

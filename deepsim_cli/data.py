@@ -119,9 +119,10 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
                     key_src.append(f"{f.relative_to(p)}:{fs.st_mtime_ns}:{fs.st_size}")
     key = hashlib.sha256(f"{_DECODE_VERSION}|{key_src}|{size}|{limit}|{sample}".encode()).hexdigest()[:16]
     cfile = cache_dir() / f"images-{key}-{size}.npz"
-    if cache and cfile.is_file():
-        with np.load(cfile) as z:
-            return z["images"], list(z["names"])
+    if cache:
+        hit = _read_cache(cfile, size, limit)
+        if hit is not None:
+            return hit
     entries = []
     for s in sources:
         entries += _iter_sources(s)
@@ -146,11 +147,49 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
             if progress is not None and k % 256 == 0:
                 progress(k, len(entries))
     if cache:
-        from .utils import atomic_output
+        _write_cache(cfile, out, names)
+    return out, names
+
+
+# The cache is optional: an unreadable cache file is rebuilt, a cache that cannot be written (full
+# disk, $DEEPSIM_CACHE not a folder, no permission) is skipped; each is one warning line, never fatal.
+
+def _read_cache(cfile: Path, size: int, limit: int | None) -> tuple[np.ndarray, list[str]] | None:
+    """The cached (images, names), or None when there is none or it is unusable (then rebuilt)."""
+    try:
+        if not cfile.is_file():
+            return None
+    except OSError:
+        return None
+    try:
+        with np.load(cfile, allow_pickle=False) as z:
+            images, names = z["images"], [str(n) for n in z["names"]]
+        ok = (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (size, size, 3)
+              and len(names) == len(images) > 0 and (not limit or len(images) <= limit))
+        if not ok:
+            raise ValueError(f"unexpected contents (images {images.dtype} {images.shape}, {len(names)} names)")
+        return images, names
+    except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ValueError, OSError, …
+        from .utils import warn
+        reason = " ".join(str(e).split()) or type(e).__name__
+        warn(f"ignoring unreadable cache file {cfile} ({reason}); decoding the images again")
+        try:
+            cfile.unlink()
+        except OSError:
+            pass
+        return None
+
+
+def _write_cache(cfile: Path, images: np.ndarray, names: list[str]) -> None:
+    from .errors import WriteError
+    from .utils import atomic_output, warn
+
+    try:
         with atomic_output(cfile) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, images=out, names=np.array(names))
-    return out, names
+                np.savez(f, images=images, names=np.array(names))
+    except (WriteError, OSError) as e:
+        warn(f"{e}; continuing without the image cache ($DEEPSIM_CACHE)")
 
 
 def batch_indices(n: int, batch: int, step: int, seed: int) -> torch.Tensor:

@@ -225,12 +225,7 @@ def _on_meta(ctor: Callable[[], nn.Module]) -> nn.Module:
 
 def _load_weights(model: nn.Module, path: Path, what: str, prefix: str = "", assign: bool = False) -> None:
     if path.suffix == ".pth" or path.suffix == ".pt":
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for bad pickles
-            raise UsageError(f"cannot read {path} as a weights-only state dict: {str(e).splitlines()[0]}") from None
-        if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-            sd = sd["state_dict"]
+        sd = _load_pth(path)
     elif path.name.endswith(".safetensors.index.json"):
         sd = load_sharded(path)
     else:
@@ -238,6 +233,29 @@ def _load_weights(model: nn.Module, path: Path, what: str, prefix: str = "", ass
     if prefix:
         sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
     load_state_dict_strict(model, sd, f"{what} weights {path}", assign=assign)
+
+
+def _load_pth(path: Path) -> dict[str, torch.Tensor]:
+    """A weights-only .pth/.pt state dict (never unpickles code); anything else is one usage-error line
+    (torch's own warnings about pickle protocols and its multi-line advice are not shown)."""
+    import re
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad pickles
+        m = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        why = (f"it pickles Python objects ({m.group(1)}), which deepsim never unpickles" if m else
+               "not a weights-only PyTorch state dict")
+        raise UsageError(f"cannot read {path}: {why}; save model.state_dict() or convert it to .safetensors") \
+            from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in sd.items()):
+        raise UsageError(f"cannot read {path}: not a state dict (a mapping of names to tensors)")
+    return sd
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -29,6 +29,8 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageError",
     "MAX_PIXELS",
+    "NonFiniteImage",
+    "check_finite",
     "from_uint8",
     "list_images",
     "load_image",
@@ -173,7 +175,20 @@ def to_pil(x: ImageLike, value_range: Sequence[float] = (-1.0, 1.0)) -> Image.Im
         if x.shape[0] != 1:
             raise ValueError(f"expected a single image, got a batch of {x.shape[0]} (use make_grid)")
         x = x[0]
+    check_finite(x)
     return Image.fromarray(to_uint8(x, value_range))
+
+
+class NonFiniteImage(DeepsimError):
+    """An image to be written holds NaN or inf (a diverged optimisation, broken weights): writing it
+    would give a black or garbage file, so nothing is written (exit code 1)."""
+
+
+def check_finite(x: torch.Tensor) -> None:
+    """NonFiniteImage if the float tensor `x` holds NaN or inf (before it becomes an 8-bit file)."""
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        raise NonFiniteImage("the result holds non-finite values (NaN or inf), e.g. from a diverged "
+                             "optimisation or broken weights; no image was written")
 
 
 # --------------------------------------------------------------------------------------------
@@ -692,12 +707,16 @@ def save_gif(
         durations = durations + durations[-2:0:-1]
     stack = np.stack([np.asarray(p, dtype=np.uint8) for p in pils])  # (N, H, W, 3)
     kwargs = {"extension": ".gif", "is_batch": True, "duration": durations, "loop": loop}
+    # encoded in memory, then written by us: imageio's writer, failing on a full disk, reports the
+    # error a second time from its finalizer (an "Exception ignored in" traceback on stderr)
+    data = iio.imwrite("<bytes>", stack, **kwargs)
     if to_stdout:
-        sys.stdout.buffer.write(iio.imwrite("<bytes>", stack, **kwargs))
+        sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     try:
         with atomic_output(path) as tmp:
-            iio.imwrite(tmp, stack, **kwargs)
+            with open(tmp, "wb") as f:
+                f.write(data)
     except OSError as e:
         raise _write_failed(path, e) from e

@@ -10,10 +10,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import Checkpoint, load_checkpoint, load_state_dict_strict
+from .checkpoint import Checkpoint, generator_config, load_checkpoint, load_state_dict_strict
 from .encoders import Encoder, weights_dir
 from .errors import UsageError
-from .generators import Generator, GeneratorConfig
+from .generators import Generator
 from .precision import autocast, frozen_copy, model_device, resolve_precision
 from .utils import rng_seed
 
@@ -49,7 +49,7 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
                    encoder: Encoder | None = None) -> LoadedGenerator:
     """Load a generator checkpoint; with `encoder`, refuse one trained on a different encoder."""
     ck = load_checkpoint(path, kind="generator", map_location="cpu")
-    cfg = GeneratorConfig.from_dict(ck.config["generator"])
+    cfg = generator_config(ck)  # validated: a tampered header is one usage error
     G = Generator(cfg)
     load_state_dict_strict(G, ck.tensors, f"generator {path}")
     G.eval().requires_grad_(False).to(device)
@@ -245,7 +245,7 @@ def load_vae(path: str | Path, device: torch.device | str = "cpu"):
     from .generators import VAE
 
     ck = load_checkpoint(path, kind="vae", map_location="cpu")
-    gcfg = GeneratorConfig.from_dict(ck.config["generator"])
+    gcfg = generator_config(ck)
     frozen = ck.config.get("train", {}).get("vae_encoder") == "frozen"
     vae = VAE(gcfg.in_shape[0], gcfg.out_size, gcfg.width, gcfg.fc_dims, gcfg.bridge, frozen_encoder=frozen,
               upsample=gcfg.upsample)

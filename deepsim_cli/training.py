@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import generator_config, load_checkpoint, save_checkpoint
 from .config import TrainConfig, write_json
 from .data import batch_indices, load_array, random_resized_crop, step_generator, to_float
 from .discriminator import Discriminator, DiscriminatorConfig
@@ -30,7 +30,7 @@ from .errors import DeepsimError, UsageError
 from .generators import VAE, Generator, GeneratorConfig
 from .losses import LOSS_PRESETS, LossWeights, discr_loss, generator_loss, kl_loss
 from .precision import autocast, resolve_precision
-from .utils import clean_stale_temp_files, rng_seed
+from .utils import LineLog, clean_stale_temp_files, rng_seed
 
 StepCallback = Callable[[int, dict[str, Any]], None]
 
@@ -123,7 +123,7 @@ class Trainer:
                 self.encoder.check_layers(["fc6"])
         kind = "fc" if len(shape) == 1 else "conv"
         bridge: tuple[int, ...] = ()
-        icfg = GeneratorConfig.from_dict(init.config["generator"]) if init is not None else None
+        icfg = generator_config(init) if init is not None else None
         # continuing a generator of the same layer (a later session): it keeps its architecture,
         # its bridge included, and its steps count towards the exported total
         continuing = init is not None and cfg.model == "inverter" and init.layer == cfg.layer
@@ -171,7 +171,7 @@ class Trainer:
         from a conv-layer generator of the same encoder (fc7 from pool5): its stem and up-stack are
         copied and the bridge is fitted first (`bridge_steps`)."""
         from .checkpoint import load_state_dict_strict
-        icfg = GeneratorConfig.from_dict(ck.config["generator"])
+        icfg = generator_config(ck)
         if self.bridge_layer is not None:
             if (icfg.out_size, icfg.width) != (self.gcfg.out_size, self.gcfg.width):
                 raise UsageError(f"--init-generator {path} makes {icfg.out_size} px images at width "
@@ -447,12 +447,28 @@ def _cached_features(trainer: Trainer, images: np.ndarray, cfg: TrainConfig) -> 
     layer = trainer.feat_layer
     h.update(f"{len(images)}|{cfg.encoder}|{trainer.encoder.sha256}|{layer}|{cfg.image_size}".encode())
     path = cache_dir() / f"features-{cfg.encoder}-{layer}-{h.hexdigest()[:16]}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
+    from .errors import WriteError
+    from .utils import atomic_output, warn
+    if path.is_file():  # optional: an unreadable file is computed again, an unwritable cache skipped
+        try:
+            feats = torch.load(path, weights_only=True)
+            if not (torch.is_tensor(feats) and feats.dim() >= 2 and len(feats) == len(images)
+                    and bool(torch.isfinite(feats).all())):
+                raise ValueError("unexpected contents")
+            return feats
+        except Exception as e:  # noqa: BLE001 - a truncated or foreign file raises many types
+            warn(f"ignoring unreadable cache file {path} ({' '.join(str(e).split())[:200]}); "
+                 "computing the features again")
+            try:
+                path.unlink()
+            except OSError:
+                pass
     feats = trainer.compute_features(images)
-    from .utils import atomic_output
-    with atomic_output(path) as tmp:
-        torch.save(feats, tmp)
+    try:
+        with atomic_output(path) as tmp:
+            torch.save(feats, tmp)
+    except (WriteError, OSError) as e:
+        warn(f"{e}; continuing without the feature cache ($DEEPSIM_CACHE)")
     return feats
 
 
@@ -502,7 +518,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
     if device.type == "cuda" and isinstance(images, np.ndarray):
         images = torch.from_numpy(images).to(device)  # whole set on the GPU: no loader bottleneck
     fixed = trainer.make_batch(images, 0)[:8].detach().clone()
-    stats_f = open(run_dir / "stats.jsonl", "a") if rank == 0 else None
+    stats_f = LineLog(run_dir / "stats.jsonl") if rank == 0 else None  # a full disk: one line, no half line
     t0, seen, t_start = time.time(), 0, time.time()
     try:
         while trainer.step < cfg.steps:
@@ -519,8 +535,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
                 stats.update(step=s, img_s=seen / max(dt, 1e-9), time=time.time() - t_start)
                 t0, seen = time.time(), 0
                 if stats_f:
-                    stats_f.write(json.dumps(stats) + "\n")
-                    stats_f.flush()
+                    stats_f.write(json.dumps(stats))
                 if on_step:
                     on_step(s, stats)
             if rank == 0 and cfg.grid_every and s % cfg.grid_every == 0:
