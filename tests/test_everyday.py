@@ -5,55 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from typer.testing import CliRunner
 
-from deepsim_cli.checkpoint import save_checkpoint
-from deepsim_cli.cli import app
 from deepsim_cli.data import count_images, stratified_sample
-from deepsim_cli.encoders import build_encoder
-from deepsim_cli.generators import generator_for
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "examples" / "images"
 CHELSEA = str(IMAGES / "chelsea.jpg")
 
 
-def run(*args: str):
-    try:
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(app, ["--device", "cpu", *args])
-
-
-@pytest.fixture(scope="module")
-def gen_file(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    enc = build_encoder("alexnet")
-    G = generator_for((256, 6, 6), out_size=32, width=0.125)
-    path = tmp_path_factory.mktemp("gen") / "tiny-pool5.safetensors"
-    save_checkpoint(path, G.state_dict(), kind="generator", config={"generator": G.cfg.to_dict()},
-                    encoder="alexnet", layer="pool5", encoder_sha256=enc.sha256)
-    return path
-
-
 @pytest.fixture(autouse=True)
-def _cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+def _tmp(in_tmp):
+    """Every test in its own folder (outputs land in the working directory)."""
 
 
-def test_long_jobs_report_progress_as_plain_lines_off_a_terminal(gen_file):
-    r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "3", "-o", "a.png")
+def test_long_jobs_report_progress_as_plain_lines_off_a_terminal(cli, tiny_gen_file):
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "3", "-o", "a.png")
     assert r.exit_code == 0, r.stderr
     assert "refining pool5: 3/3" in r.stderr  # CliRunner's stderr is no terminal: plain lines
-    r = run("invert", CHELSEA, "--weights", str(gen_file), "--method", "optimize", "--steps", "4", "-o", "b.png")
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--method", "optimize", "--steps", "4", "-o", "b.png")
     assert r.exit_code == 0 and "optimising pool5: 4/4" in r.stderr, r.stderr
-    r = run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "3", "--no-lpips", "--no-judge")
+    r = cli("eval", "--data", str(IMAGES), "--weights", str(tiny_gen_file), "--n", "3", "--no-lpips", "--no-judge")
     assert r.exit_code == 0 and "eval pool5: 2/2" in r.stderr, r.stderr
     for quiet in (["-q"], ["--json"]):
-        r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "2", "-o", "c.png", *quiet)
+        r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "2", "-o", "c.png", *quiet)
         assert r.exit_code == 0 and "refining" not in r.stderr, r.stderr
 
 
@@ -68,16 +42,16 @@ def test_stratified_sample_covers_every_folder_and_follows_the_seed():
     assert pick != list(range(10))  # not the first N by name
 
 
-def test_eval_says_how_many_of_how_many(gen_file):
+def test_eval_says_how_many_of_how_many(cli, tiny_gen_file):
     total = count_images(IMAGES)
-    r = run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "2", "--no-lpips", "--no-judge",
+    r = cli("eval", "--data", str(IMAGES), "--weights", str(tiny_gen_file), "--n", "2", "--no-lpips", "--no-judge",
             "--seed", "3")
     assert r.exit_code == 0, r.stderr
     assert f"on 2 of {total} images" in r.stderr
 
 
-def test_outdir_writes_one_file_per_image_and_layer(gen_file, tmp_path):
-    r = run("invert", str(IMAGES), "--weights", str(gen_file), "--outdir", "rec")
+def test_outdir_writes_one_file_per_image_and_layer(cli, tiny_gen_file):
+    r = cli("invert", str(IMAGES), "--weights", str(tiny_gen_file), "--outdir", "rec")
     assert r.exit_code == 0, r.stderr
     n = count_images(IMAGES)
     files = sorted(Path("rec").glob("*.png"))
@@ -85,17 +59,17 @@ def test_outdir_writes_one_file_per_image_and_layer(gen_file, tmp_path):
     assert r.stdout.split() == [str(Path("rec") / f"{p.stem}-pool5.png")
                                 for p in sorted(IMAGES.iterdir()) if p.suffix.lower() in (".jpg", ".png")]
     Path("dir2").mkdir()
-    r = run("invert", CHELSEA, CHELSEA, "--weights", str(gen_file), "-o", "dir2")  # -o an existing folder
+    r = cli("invert", CHELSEA, CHELSEA, "--weights", str(tiny_gen_file), "-o", "dir2")  # -o an existing folder
     assert r.exit_code == 0, r.stderr
     assert sorted(p.name for p in Path("dir2").iterdir()) == ["chelsea-2-pool5.png", "chelsea-pool5.png"]
 
 
-def test_grids_wrap_every_ncols_images(gen_file):
+def test_grids_wrap_every_ncols_images(cli, tiny_gen_file):
     from PIL import Image
     n = count_images(IMAGES)
-    r = run("invert", str(IMAGES), "--weights", str(gen_file), "--ncols", "2", "-o", "two.png")
+    r = cli("invert", str(IMAGES), "--weights", str(tiny_gen_file), "--ncols", "2", "-o", "two.png")
     assert r.exit_code == 0, r.stderr
-    r = run("invert", str(IMAGES), "--weights", str(gen_file), "--ncols", "100", "-o", "all.png")
+    r = cli("invert", str(IMAGES), "--weights", str(tiny_gen_file), "--ncols", "100", "-o", "all.png")
     assert r.exit_code == 0, r.stderr
     two, wide = Image.open("two.png").size, Image.open("all.png").size
     assert two[0] < wide[0] and two[1] > wide[1]
@@ -103,20 +77,20 @@ def test_grids_wrap_every_ncols_images(gen_file):
     assert two[1] == pytest.approx(blocks * wide[1], rel=0.05)
 
 
-def test_default_names_carry_what_changes_the_result_and_clobbering_is_announced(gen_file):
-    r = run("invert", str(IMAGES), "--weights", str(gen_file))
+def test_default_names_carry_what_changes_the_result_and_clobbering_is_announced(cli, tiny_gen_file):
+    r = cli("invert", str(IMAGES), "--weights", str(tiny_gen_file))
     assert r.exit_code == 0 and r.stdout.strip() == "invert-images-pool5.png", (r.stdout, r.stderr)
-    r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "1")
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "1")
     assert r.stdout.strip() == "chelsea-pool5-refine1.png"
-    r = run("interpolate", CHELSEA, str(IMAGES / "coffee.jpg"), "--weights", str(gen_file), "--steps", "2", "--slerp")
+    r = cli("interpolate", CHELSEA, str(IMAGES / "coffee.jpg"), "--weights", str(tiny_gen_file), "--steps", "2", "--slerp")
     assert r.exit_code == 0 and r.stdout.split()[0] == "chelsea-coffee-pool5-slerp.png", r.stderr
     before = Path("chelsea-pool5-refine1.png").read_bytes()
-    r = run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "1")
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "1")
     assert r.exit_code == 0 and "warning: replacing chelsea-pool5-refine1.png" in r.stderr
     Path("chelsea-pool5-refine1.png").write_bytes(b"keep me")
-    for cmd in (["invert", CHELSEA, "--weights", str(gen_file), "--refine", "1", "--no-clobber"],
-                ["--no-clobber", "invert", CHELSEA, "--weights", str(gen_file), "--refine", "1"]):
-        r = run(*cmd)
+    for cmd in (["invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "1", "--no-clobber"],
+                ["--no-clobber", "invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "1"]):
+        r = cli(*cmd)
         assert r.exit_code == 2 and "--no-clobber" in r.stderr, r.stderr
         assert Path("chelsea-pool5-refine1.png").read_bytes() == b"keep me"
     assert before != b"keep me"

@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from deepsim_cli.checkpoint import save_checkpoint
-from deepsim_cli.cli import app
 from deepsim_cli.encoders import build_encoder
-from deepsim_cli.generators import generator_for
 from deepsim_cli.images import load_image
 from deepsim_cli.inference import interpolate, invert, load_generator, reencode
 from deepsim_cli.refine import default_also, refine
@@ -31,18 +27,8 @@ def enc():
 
 
 @pytest.fixture(scope="module")
-def gen_file(tmp_path_factory, enc) -> Path:
-    torch.manual_seed(0)
-    G = generator_for((256, 6, 6), out_size=32, width=0.125)
-    path = tmp_path_factory.mktemp("gen") / "tiny-pool5.safetensors"
-    save_checkpoint(path, G.state_dict(), kind="generator", config={"generator": G.cfg.to_dict()},
-                    encoder="alexnet", layer="pool5", encoder_sha256=enc.sha256)
-    return path
-
-
-@pytest.fixture(scope="module")
-def gen(gen_file, enc):
-    return load_generator(gen_file, encoder=enc)
+def gen(tiny_gen_file, enc):
+    return load_generator(tiny_gen_file, encoder=enc)
 
 
 @pytest.fixture(scope="module")
@@ -110,29 +96,20 @@ def test_reencode_and_interpolate_take_refinement(enc, gen, x):
     assert frames.shape == (3, 3, 32, 32)
 
 
-def _run(*args):
-    try:
-        runner = CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        runner = CliRunner()
-    return runner.invoke(app, ["--device", "cpu", *args])
-
-
-def test_cli_refine(gen_file, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
-    r = _run("invert", CHELSEA, "--weights", str(gen_file), "--refine", "3", "--json", "-o", "r.png")
+def test_cli_refine(cli, tiny_gen_file, in_tmp):
+    gen_file = tiny_gen_file
+    r = cli("invert", CHELSEA, "--weights", str(gen_file), "--refine", "3", "--json", "-o", "r.png")
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["refine"] == 3 and Path("r.png").exists()
-    r = _run("invert", CHELSEA, "--weights", str(gen_file), "--method", "optimize", "--init", "generator",
+    r = cli("invert", CHELSEA, "--weights", str(gen_file), "--method", "optimize", "--init", "generator",
              "--steps", "3", "-o", "o.png")
     assert r.exit_code == 0, r.stderr
-    r = _run("invert", CHELSEA, "--method", "optimize", "--refine", "3")
+    r = cli("invert", CHELSEA, "--method", "optimize", "--refine", "3")
     assert r.exit_code == 2 and "--refine" in r.stderr
-    r = _run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "3", "--no-lpips", "--no-judge",
+    r = cli("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--n", "3", "--no-lpips", "--no-judge",
              "--refine", "2", "--json")
     assert r.exit_code == 0, r.stderr
     rows = {row["method"]: row for row in json.loads(r.stdout)["rows"]}
     assert rows["generator + refine 2"]["feat_err"] < rows["generator"]["feat_err"]
-    r = _run("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--refine", "ten")
+    r = cli("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--refine", "ten")
     assert r.exit_code == 2 and "--refine" in r.stderr

@@ -1,0 +1,69 @@
+"""Shared test plumbing: the CLI runner, the one-error-line check, a tiny generator file, and a
+clean working folder + image cache per test. Fixtures only (pytest injects them by name)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parent.parent
+IMAGES = REPO / "examples" / "images"
+
+
+def _runner() -> CliRunner:
+    try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()
+
+
+@pytest.fixture
+def cli() -> Callable:
+    """cli(*args) runs `deepsim --device cpu ARGS` in-process; returns Click's Result
+    (.exit_code, .stdout, .stderr)."""
+    from deepsim_cli.cli import app
+
+    def run(*args: str, **kw):
+        return _runner().invoke(app, ["--device", "cpu", *args], **kw)
+    return run
+
+
+@pytest.fixture
+def error_line() -> Callable:
+    """error_line(result) → the single stderr line, asserting it is one `error: …` line and
+    that no traceback was printed."""
+    def check(result) -> str:
+        lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        assert "Traceback" not in result.stderr
+        return lines[0]
+    return check
+
+
+@pytest.fixture(scope="session")
+def tiny_gen_file(tmp_path_factory) -> Path:
+    """An untrained pool5 → 32 px generator (width 0.125) for the shipped AlexNet, saved in the
+    shipped checkpoint format."""
+    from deepsim_cli.checkpoint import save_checkpoint
+    from deepsim_cli.encoders import build_encoder
+    from deepsim_cli.generators import generator_for
+
+    torch.manual_seed(0)
+    enc = build_encoder("alexnet")
+    G = generator_for((256, 6, 6), out_size=32, width=0.125)
+    path = tmp_path_factory.mktemp("gen") / "tiny-pool5.safetensors"
+    save_checkpoint(path, G.state_dict(), kind="generator", config={"generator": G.cfg.to_dict()},
+                    encoder="alexnet", layer="pool5", encoder_sha256=enc.sha256)
+    return path
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch) -> Path:
+    """Run the test in its own empty folder with its own image cache; returns the folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+    return tmp_path
