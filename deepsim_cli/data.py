@@ -171,7 +171,7 @@ def _read_cache(cfile: Path, size: int, limit: int | None) -> tuple[np.ndarray, 
         return images, names
     except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ValueError, OSError, …
         from .utils import warn
-        reason = " ".join(str(e).split()) or type(e).__name__
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else f"corrupt: {type(e).__name__}"
         warn(f"ignoring unreadable cache file {cfile} ({reason}); decoding the images again")
         try:
             cfile.unlink()

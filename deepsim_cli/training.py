@@ -457,7 +457,7 @@ def _cached_features(trainer: Trainer, images: np.ndarray, cfg: TrainConfig) -> 
                 raise ValueError("unexpected contents")
             return feats
         except Exception as e:  # noqa: BLE001 - a truncated or foreign file raises many types
-            warn(f"ignoring unreadable cache file {path} ({' '.join(str(e).split())[:200]}); "
+            warn(f"ignoring unreadable cache file {path} (corrupt: {type(e).__name__}); "
                  "computing the features again")
             try:
                 path.unlink()

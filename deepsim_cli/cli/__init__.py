@@ -46,6 +46,25 @@ def _silence_broken_pipe() -> int:
     return 1
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _flush_stdout(debug: bool) -> int:
+    """Flush stdout before exit: results still buffered there (stdout on a full disk) must fail with
+    one line and exit 1, not Python's 'Exception ignored' text at shutdown."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        if _is_broken_pipe(e):
+            return _silence_broken_pipe()
+        code = report_error(e, debug)
+        _silence_broken_pipe()  # nothing more can reach it; keep Python's exit flush quiet
+        return code
+    except ValueError:  # closed
+        pass
+    return 0
+
+
 def report_error(exc: BaseException, debug: bool) -> int:
     """Print the one-line diagnostic for `exc` (plus the traceback with --debug); return the exit code."""
     con = err_console()
@@ -58,6 +77,10 @@ def report_error(exc: BaseException, debug: bool) -> int:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         con.print(f"error: {msg}", markup=False, soft_wrap=True)
         return int(getattr(exc, "exit_code", 1))
+    if isinstance(exc, OSError) and exc.errno in _WRITE_ERRNOS and not exc.filename:
+        # file outputs report their own name (WriteError); what is left is stdout on a full disk
+        con.print(f"error: cannot write standard output: {exc.strerror}", markup=False, soft_wrap=True)
+        return 1
     msg = " ".join(str(exc).split())
     hint = "" if debug else " (run with --debug for the traceback)"
     con.print(f"error: {type(exc).__name__}: {msg}{hint}", markup=False, soft_wrap=True)
@@ -192,7 +215,7 @@ app.command("eval", rich_help_panel=_TOOLS)(eval_cmd.eval_)
 app.command("neighbors", rich_help_panel=_TOOLS)(neighbors.neighbors)
 app.command("distill", rich_help_panel=_TOOLS)(distill.distill)
 app.command("layers", rich_help_panel=_INFO)(layers.layers)
-app.command("weights", rich_help_panel=_INFO)(weights.weights)
+app.add_typer(weights.app, name="weights", rich_help_panel=_INFO)
 
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:
@@ -200,7 +223,11 @@ def main(argv: Optional[list[str]] = None) -> NoReturn:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         app(args=args, prog_name="deepsim")
-    except SystemExit:
+    except SystemExit as e:
+        if e.code in (0, None):
+            code = _flush_stdout("--debug" in args)
+            if code:
+                sys.exit(code)
         raise
     except _PASSTHROUGH:
         raise
