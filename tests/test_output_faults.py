@@ -300,6 +300,24 @@ def test_interpolate_writes_strip_and_gif_or_neither(work, tiny_gen, fail_writes
     assert files(work) == []
 
 
+def test_invert_outdir_writes_every_file_or_none(work, tiny_gen, monkeypatch):
+    import deepsim_cli.images as images
+    from deepsim_cli.errors import WriteError
+    real = images.save_image
+    calls = []
+
+    def second_fails(img, path, **kw):  # the disk fills up at the second image
+        calls.append(path)
+        if len(calls) == 2:
+            raise WriteError(path, os.strerror(errno.ENOSPC))
+        real(img, path, **kw)
+
+    monkeypatch.setattr(images, "save_image", second_fails)
+    r = invoke("-q", "invert", CHELSEA, COFFEE, "--weights", tiny_gen, "--outdir", "rec")
+    assert "No space left on device" in one_line(r, 1) and len(calls) == 2
+    assert files(work) == []
+
+
 def test_all_or_nothing_takes_back_renames(tmp_path, monkeypatch):
     from deepsim_cli import utils
     from deepsim_cli.errors import WriteError

@@ -215,7 +215,7 @@ app.command("eval", rich_help_panel=_TOOLS)(eval_cmd.eval_)
 app.command("neighbors", rich_help_panel=_TOOLS)(neighbors.neighbors)
 app.command("distill", rich_help_panel=_TOOLS)(distill.distill)
 app.command("layers", rich_help_panel=_INFO)(layers.layers)
-app.command("weights", rich_help_panel=_INFO)(weights.weights)
+app.add_typer(weights.app, name="weights", rich_help_panel=_INFO)
 
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:

@@ -141,8 +141,10 @@ def invert(
                     for i in range(0, len(x), batch)]).cpu()
     if files:
         outdir.mkdir(parents=True, exist_ok=True)
-        for (l, i), f in files.items():
-            save_image(recons[l][i], f)
+        from ..utils import all_or_nothing
+        with all_or_nothing():  # every file, or none (a full disk, a non-finite result)
+            for (l, i), f in files.items():
+                save_image(recons[l][i], f)
         written = [str(f) for f in files.values()]
     elif single:
         save_image(recons[layers[0]][0], path)

@@ -140,7 +140,7 @@ def visualize(
     from ..utils import all_or_nothing
     from ..metrics import encode_batched
     from ..visualize import CodeBounds, bounds_path, compute_bounds as lib_bounds, imagenet_classes, \
-        resolve_class, visualize_many as lib_visualize_many
+        resolve_class, shipped_bounds_path, visualize_many as lib_visualize_many
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
     dev = setup(opts)
@@ -149,7 +149,7 @@ def visualize(
     if gen.G.cfg.kind != "fc":
         raise UsageError(f"DGN-AM optimises a vector code; the {code_layer} generator takes feature maps")
     gpath = weights if weights is not None else shipped_generator_path(code_layer)
-    bpath = bounds_path(gpath)
+    bpath = bounds_path(gpath) if weights is not None else shipped_bounds_path(gpath)
     if compute_bounds:
         if not data:
             raise UsageError("--compute-bounds needs --data DIR|TAR (real images)")
