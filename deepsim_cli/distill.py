@@ -24,7 +24,8 @@ import torchvision
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import color_jitter, load_array, random_resized_crop, step_generator, to_float
-from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder, weights_dir
+from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
+from .weights_store import resolve as resolve_weights
 from .precision import autocast
 from .utils import rng_seed
 
@@ -78,10 +79,10 @@ def teacher_student(device: torch.device, *, fold_bn: bool = True):
         teacher = build_encoder("mobilenet_v2", device=device).model.eval()
     else:
         teacher = torchvision.models.mobilenet_v2(weights=None)
-        teacher.load_state_dict(load_checkpoint(weights_dir() / "mobilenet_v2.safetensors").tensors)
+        teacher.load_state_dict(load_checkpoint(resolve_weights("mobilenet_v2.safetensors")).tensors)
         teacher = teacher.eval().to(device)
     student = torchvision.models.alexnet(weights=None)
-    conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors").tensors
+    conv = load_checkpoint(resolve_weights("alexnet-conv.safetensors")).tensors
     student.features.load_state_dict({k[len("features."):]: v.float() for k, v in conv.items()
                                       if k.startswith("features.")})
     student.features.requires_grad_(False)
@@ -319,7 +320,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
         if out_of_time:
             log(f"time limit reached at step {step}")
             break
-    conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors")
+    conv = load_checkpoint(resolve_weights("alexnet-conv.safetensors"))
     # genuine conv weights stay float32 (bit-exact torchvision); the distilled head ships in float16
     sd = {k: v.detach().cpu() if k.startswith("features.") else v.detach().cpu().half()
           for k, v in student.state_dict().items()}

@@ -27,9 +27,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def weights_dir() -> Path:
-    """Folder of the shipped weights ($DEEPSIM_WEIGHTS overrides the repository's weights/)."""
-    env = os.environ.get("DEEPSIM_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "weights"
+    """The main folder of the shipped weights: $DEEPSIM_WEIGHTS, else the source checkout's weights/,
+    else the user cache. Loaders find files with `weights_store.resolve(name)`, which searches them all."""
+    from . import weights_store
+
+    return weights_store.weights_dir()
 
 
 @functools.lru_cache(maxsize=32)
@@ -314,16 +316,15 @@ def _load_plain_safetensors(path: Path) -> dict[str, torch.Tensor]:
                              "fc6-fc8 from weights/alexnet.safetensors (distilled from MobileNetV2) "
                              "when present")
 def _alexnet(weights: Path | None) -> Encoder:
-    full = weights if weights is not None else weights_dir() / "alexnet.safetensors"
-    if full.is_file():
+    from . import weights_store
+
+    full = weights if weights is not None else weights_store.optional("alexnet.safetensors")
+    if full is not None and full.is_file():
         model = _on_meta(lambda: torchvision.models.alexnet(weights=None))
         _load_weights(model, full, "alexnet", assign=True)
         return Encoder("alexnet", model, ALEXNET_TAPS, 224, full)
     model = torchvision.models.alexnet(weights=None)  # fc layers stay random (and untrained_layers)
-    conv = weights_dir() / "alexnet-conv.safetensors"
-    if not conv.is_file():
-        raise UsageError(f"no AlexNet weights in {weights_dir()} (expected alexnet.safetensors or "
-                         "alexnet-conv.safetensors); run tools/convert_alexnet_conv.py")
+    conv = weights_store.resolve("alexnet-conv.safetensors")  # one line naming the fetch command if missing
     _load_weights(model.features, conv, "alexnet conv layers", prefix="features.")
     return Encoder("alexnet", model, ALEXNET_TAPS, 224, conv, trained_layers=ALEXNET_CONV_LAYERS)
 
@@ -361,9 +362,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 @register_encoder("mobilenet_v2", "MobileNetV2 IMAGENET1K_V1 (71.9% top-1), torchvision's weights")
 def _mobilenet_v2(weights: Path | None) -> Encoder:
-    path = weights or weights_dir() / "mobilenet_v2.safetensors"
+    from . import weights_store
+
+    path = weights_store.resolve("mobilenet_v2.safetensors", weights)
     if not path.is_file():
-        raise UsageError(f"no MobileNetV2 weights at {path}; run tools/convert_mobilenet_v2.py")
+        raise UsageError(f"no MobileNetV2 weights at {path}")
     model = _on_meta(lambda: torchvision.models.mobilenet_v2(weights=None))
     _load_weights(model, path, "mobilenet_v2", assign=True)
     return Encoder("mobilenet_v2", fold_batchnorm(model.eval()), mobilenet_taps(), 224, path)

@@ -34,8 +34,15 @@ class LoadedGenerator:
 
 
 def shipped_generator_path(layer: str, encoder: str = "alexnet") -> Path:
-    """weights/<encoder>-<layer>-generator.safetensors."""
-    return weights_dir() / f"{encoder}-{layer}-generator.safetensors"
+    """<encoder>-<layer>-generator.safetensors, found by the weights resolver (weights_store.resolve).
+
+    A generator that is not found (or not shipped at all) gives the path it would have in the
+    weights folder, for the caller to check and report."""
+    from . import weights_store
+
+    name = f"{encoder}-{layer}-generator.safetensors"
+    found = weights_store.optional(name) if weights_store.entry(name) is not None else None
+    return found or weights_dir() / name
 
 
 def _refuse_other_encoder_weights(path: str | Path, ck: Checkpoint, encoder: Encoder) -> None:
@@ -240,10 +247,16 @@ def nearest_neighbors(query: torch.Tensor, bank: torch.Tensor, k: int = 5) -> tu
 
 # ---------------------------------------------------------------- VAE sampling
 
-def load_vae(path: str | Path, device: torch.device | str = "cpu"):
-    """Load a VAE checkpoint written by `deepsim train --model vae`."""
-    from .generators import VAE
+DEFAULT_VAE = "vae-deepsim.safetensors"
 
+
+def load_vae(path: str | Path | None = None, device: torch.device | str = "cpu"):
+    """Load a VAE checkpoint written by `deepsim train --model vae` (default: the shipped
+    vae-deepsim.safetensors, found by the weights resolver)."""
+    from .generators import VAE
+    from .weights_store import resolve
+
+    path = resolve(DEFAULT_VAE, path)
     ck = load_checkpoint(path, kind="vae", map_location="cpu")
     gcfg = generator_config(ck)
     frozen = ck.config.get("train", {}).get("vae_encoder") == "frozen"

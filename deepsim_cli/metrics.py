@@ -73,10 +73,11 @@ class LPIPSAlex(torch.nn.Module):
         super().__init__()
         self.precision = precision  # the conv features; the normalisation and distances in float32
         from .checkpoint import load_checkpoint
-        from .encoders import build_encoder, weights_dir
+        from .encoders import build_encoder
+        from .weights_store import resolve
 
         self.enc = build_encoder("alexnet", None, device)  # conv1-conv5 are the genuine weights either way
-        lin = load_checkpoint(weights_dir() / "lpips-alex-lin.safetensors").tensors
+        lin = load_checkpoint(resolve("lpips-alex-lin.safetensors")).tensors
         self.lins = [lin[f"lin{i}.model.1.weight"].float().to(device) for i in range(5)]
 
     @torch.no_grad()

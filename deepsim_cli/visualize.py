@@ -49,6 +49,17 @@ def bounds_path(generator_path: str | Path) -> Path:
     return p.with_name(p.name.replace(".safetensors", "") + ".bounds.safetensors")
 
 
+def shipped_bounds_path(generator_path: str | Path) -> Path:
+    """The bounds of a shipped generator: the shipped file wherever the weights resolver finds it,
+    else (none shipped, or not fetched) the path beside the generator."""
+    from . import weights_store
+
+    beside = bounds_path(generator_path)
+    if weights_store.entry(beside.name) is None:
+        return beside
+    return weights_store.optional(beside.name) or beside
+
+
 @torch.no_grad()
 def compute_bounds(codes: torch.Tensor, n_std: float = 3.0) -> CodeBounds:
     """Bounds from real images' codes (N, D): [min(0, lowest code), n_std·std] per unit."""

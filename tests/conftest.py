@@ -3,6 +3,10 @@ clean working folder + image cache per test. Fixtures only (pytest injects them 
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +15,14 @@ import torch
 from typer.testing import CliRunner
 
 REPO = Path(__file__).resolve().parent.parent
+
+# No test ever reaches the network: the weights resolver is offline (the download tests serve files
+# from 127.0.0.1 and lift this themselves), and its user cache is a private folder, so a cache on this
+# machine neither hides nor supplies files. Set here so that subprocesses inherit it too.
+os.environ["DEEPSIM_OFFLINE"] = "1"
+os.environ.pop("DEEPSIM_WEIGHTS_URL", None)
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepsim-tests-xdg-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 IMAGES = REPO / "examples" / "images"
 
 

@@ -189,28 +189,47 @@ def test_weights_json_lists_files():
 
 
 def test_weights_verify_passes_on_repo():
-    recorded = readme_hashes(WEIGHTS / "README.md")
-    for p in WEIGHTS.glob("*.safetensors"):  # every shipped file must have its sha256 in the README
-        assert p.name in recorded, f"weights/README.md records no sha256 for {p.name}"
     r = invoke("weights", "--verify", "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["verified"] is True
-    assert all(f["sha256"] == f["readme_sha256"] for f in doc["files"])
+    assert all(f["sha256"] == f["manifest_sha256"] for f in doc["files"])
+    on_disk = {p.name for p in WEIGHTS.iterdir() if p.name.endswith((".safetensors", ".index.json"))}
+    assert {f["file"] for f in doc["files"]} == on_disk  # every shipped file is in the manifest
+
+
+def test_weights_readme_agrees_with_manifest():
+    """weights/README.md's sha256 column and the package manifest name the same files and hashes."""
+    from deepsim_cli.weights_store import manifest
+
+    files = manifest()["files"]
+    recorded = readme_hashes(WEIGHTS / "README.md")
+    shards_and_files = {n: e["sha256"] for n, e in files.items() if n.endswith(".safetensors")}
+    assert recorded == shards_and_files
+    for name, e in files.items():
+        assert e["bytes"] > 0 and len(e["sha256"]) == 64 and e["kind"] and e["licence"], name
+        assert e["url"].startswith(manifest()["remote"]["base_url"]) and e["url"].endswith(name)
+    index = next(n for n in files if n.endswith(".index.json"))  # indexes: sha256 in the README's prose
+    assert files[index]["sha256"] in (WEIGHTS / "README.md").read_text()
 
 
 def test_weights_verify_detects_mismatch_and_unrecorded(tmp_path, monkeypatch):
-    for name in ("alexnet-conv.safetensors", "lpips-alex-lin.safetensors"):
-        (tmp_path / name).symlink_to(WEIGHTS / name)
-    real = readme_hashes(WEIGHTS / "README.md")["alexnet-conv.safetensors"]
-    (tmp_path / "README.md").write_text(f"| `alexnet-conv.safetensors` | 1 | `{'0' * 64}` |\n")
+    (tmp_path / "lpips-alex-lin.safetensors").symlink_to(WEIGHTS / "lpips-alex-lin.safetensors")
+    data = bytearray((WEIGHTS / "alexnet-conv.safetensors").read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor
+    (tmp_path / "alexnet-conv.safetensors").write_bytes(bytes(data))
+    shutil.copy(WEIGHTS / "lpips-alex-lin.safetensors", tmp_path / "mine.safetensors")
     monkeypatch.setenv("DEEPSIM_WEIGHTS", str(tmp_path))
     r = invoke("weights", "--verify")
     assert r.exit_code == 1
     err = r.stderr
-    assert "alexnet-conv.safetensors: sha256" in err and real in err
-    assert "lpips-alex-lin.safetensors: no sha256 recorded" in err
-    assert err.strip().splitlines()[-1].startswith("error: 2 weight file(s) failed verification")
+    assert "alexnet-conv.safetensors: sha256" in err and "does not match the manifest" in err
+    assert "mine.safetensors: no sha256 recorded for it in the manifest" in err
+    assert "lpips-alex-lin.safetensors" not in err  # the intact one passes
+    missing = [ln for ln in err.splitlines() if ": missing (searched" in ln]
+    assert "alexnet-pool5-generator.safetensors: missing" in err and "deepsim weights download" in missing[0]
+    n = 2 + len(missing)
+    assert err.strip().splitlines()[-1].startswith(f"error: {n} weight file(s) failed verification")
 
 
 def test_readme_parser_ignores_other_hashes(tmp_path):

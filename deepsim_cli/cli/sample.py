@@ -45,7 +45,6 @@ def sample(
       deepsim sample --weights vae.safetensors --gif --frames 48 --temperature 0.8
     """
     precheck(single=[from_image])  # answers typos (and a folder for --from) before torch loads
-    from ..encoders import weights_dir
     from ..errors import UsageError
     from ..images import make_grid, save_gif, save_image
     from ..inference import great_circle, load_vae, posterior_samples, sample as lib_sample
@@ -53,7 +52,13 @@ def sample(
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
     dev = setup(opts)
-    path = weights if weights is not None else weights_dir() / "vae-deepsim.safetensors"
+    from ..inference import DEFAULT_VAE
+    from ..weights_store import MissingWeights, resolve as resolve_weights
+
+    try:
+        path = resolve_weights(DEFAULT_VAE, weights)
+    except MissingWeights as e:
+        raise UsageError(f"no VAE: {e}; or pass --weights FILE") from None
     if not Path(path).is_file():
         raise UsageError(f"no VAE at {path}; pass --weights FILE (train one with `deepsim train --model vae`)")
     vae = load_vae(path, dev)

@@ -1,10 +1,11 @@
-"""`deepsim weights`: the shipped weight files, their provenance and sha256 checks."""
+"""`deepsim weights`: the shipped weight files (the package's manifest), where they are found, their
+provenance and sha256 checks, and `download` / `path` subcommands."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -59,73 +60,100 @@ def _provenance(meta: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-def inventory(folder: Path | None = None) -> dict[str, Any]:
-    """Describe every weights/*.safetensors: bytes, sha256 (computed), README sha256, kind, provenance.
+def _is_weights_file(p: Path) -> bool:
+    return p.is_file() and (p.name.endswith(".safetensors") or p.name.endswith(".safetensors.index.json"))
 
-    Files the README records a sha256 for but that are absent are listed with status "missing".
+
+def inventory(folder: Path | None = None) -> dict[str, Any]:
+    """Describe every shipped file (the manifest) and every other weights file found: where it is,
+    bytes, sha256 (computed), the manifest's sha256, kind, provenance, status.
+
+    Args:
+        folder: look only there; default: the resolver's folders ($DEEPSIM_WEIGHTS or the
+            checkout's weights/, then the user cache).
+
+    Status: "ok", "mismatch", "not in manifest" (a file deepsim does not ship) or "missing".
     """
+    from .. import weights_store as store
     from ..checkpoint import read_metadata, sha256_file
-    from ..encoders import weights_dir
     from ..errors import UsageError
 
-    folder = Path(folder) if folder is not None else weights_dir()
-    recorded = readme_hashes(folder / "README.md")
+    dirs = [Path(folder)] if folder is not None else store.search_dirs()
+    man = store.manifest()["files"]
+    found: dict[str, Path] = {}
+    for d in dirs:
+        if d.is_dir():
+            for p in sorted(d.iterdir()):
+                if _is_weights_file(p):
+                    found.setdefault(p.name, p)
     files = []
-    for path in sorted(folder.glob("*.safetensors")):
-        entry: dict[str, Any] = {"file": path.name, "path": str(path), "bytes": path.stat().st_size,
-                                 "sha256": sha256_file(path), "readme_sha256": recorded.get(path.name),
-                                 "kind": None, "encoder": None, "provenance": "", "licence": None}
-        try:
-            meta = read_metadata(path)
-            entry.update(kind=meta.get("kind"), encoder=meta.get("encoder") or None,
-                         provenance=_provenance(meta), licence=meta.get("licence"))
-        except UsageError as e:
-            entry["provenance"] = f"unreadable header: {e}"
-        if entry["readme_sha256"] is None:
-            entry["status"] = "not in README"
-        elif entry["readme_sha256"] == entry["sha256"]:
+    for name in list(man) + sorted(n for n in found if n not in man):
+        rec = man.get(name)
+        path = found.get(name)
+        entry: dict[str, Any] = {"file": name, "path": str(path if path else dirs[0] / name),
+                                 "bytes": None, "sha256": None,
+                                 "manifest_sha256": rec["sha256"] if rec else None,
+                                 "kind": rec.get("kind") if rec else None,
+                                 "encoder": rec.get("encoder") if rec else None, "provenance": "",
+                                 "licence": rec.get("licence") if rec else None,
+                                 "url": store.url_for(name) if rec else None}
+        if path is None:
+            entry["status"] = "missing"
+            files.append(entry)
+            continue
+        entry.update(bytes=path.stat().st_size, sha256=sha256_file(path))
+        if name.endswith(".safetensors"):
+            try:
+                meta = read_metadata(path)
+                entry.update(kind=meta.get("kind") or entry["kind"], encoder=meta.get("encoder") or entry["encoder"],
+                             provenance=_provenance(meta), licence=meta.get("licence") or entry["licence"])
+            except UsageError as e:
+                entry["provenance"] = f"unreadable header: {e}"
+        if rec is None:
+            entry["status"] = "not in manifest"
+        elif rec["sha256"] == entry["sha256"]:
             entry["status"] = "ok"
         else:
             entry["status"] = "mismatch"
         files.append(entry)
-    present = {f["file"] for f in files}
-    for name, sha in sorted(recorded.items()):
-        if name not in present:
-            files.append({"file": name, "path": str(folder / name), "bytes": None, "sha256": None,
-                          "readme_sha256": sha, "kind": None, "encoder": None, "provenance": "",
-                          "licence": None, "status": "missing"})
-    return {"weights_dir": str(folder), "readme": str(folder / "README.md"), "files": files}
+    return {"weights_dir": str(dirs[0]), "searched": [str(d) for d in dirs], "manifest": str(store.MANIFEST_PATH),
+            "files": files}
 
 
 def problems(inv: dict[str, Any]) -> list[str]:
-    """One line per file that fails verification (empty when everything matches the README).
-    A folder with no recorded file present (empty, or someone else's) fails as a whole."""
+    """One line per file that fails verification (empty when everything matches the manifest).
+    A folder with none of the shipped files (empty, or someone else's) fails as a whole."""
     out = []
+    where = ", ".join(inv["searched"])
     if not any(f["status"] in ("ok", "mismatch") for f in inv["files"]):
-        out.append(f"{inv['weights_dir']}: none of the weight files {inv['readme']} records is here "
-                   "(an empty or foreign folder?)" if any(f["status"] == "missing" for f in inv["files"])
-                   else f"{inv['weights_dir']}: no recorded weight files (no {inv['readme']} with sha256 "
-                   "entries, or no *.safetensors files)")
+        out.append(f"{where}: none of the shipped weight files is here (an empty or foreign folder? "
+                   "`deepsim weights download` fetches them)")
     for f in inv["files"]:
         if f["status"] == "mismatch":
-            out.append(f"{f['path']}: sha256 {f['sha256']} does not match README {f['readme_sha256']}")
-        elif f["status"] == "not in README":
-            out.append(f"{f['path']}: no sha256 recorded for it in {inv['readme']}")
+            out.append(f"{f['path']}: sha256 {f['sha256']} does not match the manifest's {f['manifest_sha256']}")
+        elif f["status"] == "not in manifest":
+            out.append(f"{f['path']}: no sha256 recorded for it in the manifest (not a file deepsim ships)")
         elif f["status"] == "missing":
-            out.append(f"{f['path']}: listed in {inv['readme']} (sha256 {f['readme_sha256'][:12]}…) "
-                       "but the file is missing")
+            out.append(f"{f['file']}: missing (searched {where}; `deepsim weights download {f['file']}` fetches it)")
     return out
 
 
+app = typer.Typer(name="weights", invoke_without_command=True, no_args_is_help=False,
+                  rich_markup_mode="rich", context_settings={"help_option_names": ["-h", "--help"]})
+
+
+@app.callback()
 def weights(
     ctx: typer.Context,
     verify: Annotated[bool, typer.Option(
-        "--verify", help="Fail (exit 1) unless every file's sha256 matches weights/README.md.")] = False,
+        "--verify", help="Fail (exit 1) unless every shipped file is present and its sha256 matches the manifest.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """List the weight files with size, sha256, kind and provenance.
+    """List the weight files with size, sha256, kind and provenance; fetch them; show where they are.
 
-    The folder is the repository's weights/ ([bold]DEEPSIM_WEIGHTS[/bold] overrides it). The sha256 of every file is computed and compared with the one recorded in weights/README.md; with --verify any difference, unrecorded file or missing file is an error (exit 1).
+    Files are looked for in [bold]DEEPSIM_WEIGHTS[/bold] (a folder that replaces the source checkout's weights/), else the checkout's weights/, then the user cache ($XDG_CACHE_HOME/deepsim/weights, default ~/.cache/deepsim/weights). Every sha256 is computed and compared with the package's manifest; with --verify any difference, unknown file or missing file is an error (exit 1).
+
+    deepsim never downloads on its own: `deepsim weights download` fetches files into the cache (from the pinned Hugging Face repo, or [bold]DEEPSIM_WEIGHTS_URL[/bold]); with DEEPSIM_WEIGHTS_URL set, a missing file is fetched when a command needs it. DEEPSIM_OFFLINE=1 (or HF_HUB_OFFLINE=1) forbids any download.
 
     [bold]Examples[/bold]
 
@@ -133,42 +161,108 @@ def weights(
 
       deepsim weights --verify
 
-      deepsim weights --json
-    """
-    from ..errors import DeepsimError, UsageError
+      deepsim weights download alexnet-pool5-generator.safetensors
 
-    from ..encoders import weights_dir
+      deepsim weights path alexnet-fc6-generator.safetensors
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..errors import DeepsimError
 
     opts = resolve(ctx, json_out=json_out)
-    folder = weights_dir()
-    if not folder.is_dir():
-        raise UsageError(f"weights folder not found: {folder} (set DEEPSIM_WEIGHTS to another folder)")
-    inv = inventory(folder)
+    inv = inventory()
     bad = problems(inv) if verify else []
     if opts.json:
         print_json({**inv, "verified": (not bad) if verify else None})
     else:
         con = out_console()
-        con.print(f"[bold]weights in {escape(inv['weights_dir'])}[/bold]", soft_wrap=True)
+        con.print(f"[bold]weights in {escape(', '.join(inv['searched']))}[/bold]", soft_wrap=True)
         for f in inv["files"]:
-            status = {"ok": "[green]sha256 matches README[/green]",
-                      "mismatch": "[red]sha256 differs from README[/red]",
-                      "not in README": "[yellow]sha256 not recorded in README[/yellow]",
-                      "missing": "[red]listed in README, file missing[/red]"}[f["status"]]
+            status = {"ok": "[green]sha256 matches the manifest[/green]",
+                      "mismatch": "[red]sha256 differs from the manifest[/red]",
+                      "not in manifest": "[yellow]not a shipped file (no sha256 recorded)[/yellow]",
+                      "missing": "[red]missing[/red]"}[f["status"]]
             size = f"{f['bytes']:,} bytes" if f["bytes"] is not None else "—"
             con.print()
             con.print(f"[bold]{escape(f['file'])}[/bold]  {escape(f['kind'] or '—')} · {size} · {status}",
                       soft_wrap=True)
-            con.print(f"  sha256      {f['sha256'] or '—'}", soft_wrap=True, markup=False)
+            if f["status"] == "missing":
+                con.print(f"  fetch       deepsim weights download {f['file']}", soft_wrap=True, markup=False)
+                continue
+            con.print(f"  sha256      {f['sha256']}", soft_wrap=True, markup=False)
             if f["status"] == "mismatch":
-                con.print(f"  README      {f['readme_sha256']}", soft_wrap=True, markup=False)
+                con.print(f"  manifest    {f['manifest_sha256']}", soft_wrap=True, markup=False)
+            if Path(f["path"]).parent != Path(inv["weights_dir"]):
+                con.print(f"  path        {f['path']}", soft_wrap=True, markup=False)
             if f["provenance"]:
                 con.print(f"  provenance  {f['provenance']}", soft_wrap=True, markup=False)
     if bad:
         con = err_console()
         for line in bad:
             con.print(line, markup=False, soft_wrap=True)
-        raise DeepsimError(f"{len(bad)} weight file(s) failed verification against {inv['readme']}")
+        raise DeepsimError(f"{len(bad)} weight file(s) failed verification against the manifest {inv['manifest']}")
     if verify and not opts.json:
-        err_console().print(f"all {len(inv['files'])} weight files match {inv['readme']}",
-                            markup=False, soft_wrap=True)
+        err_console().print(f"all {len(inv['files'])} weight files match the manifest", markup=False, soft_wrap=True)
+
+
+NamesArg = Annotated[Optional[list[str]], typer.Argument(
+    metavar="[NAME]...", help="Shipped file names (see `deepsim weights`); none = every shipped file.",
+    show_default=False)]
+
+
+@app.command("download")
+def download(ctx: typer.Context, names: NamesArg = None, json_out: JsonOpt = False) -> None:
+    """Fetch shipped weight files into the user cache (sha256-checked; an index brings its shards).
+
+    Files already found (in DEEPSIM_WEIGHTS, the checkout's weights/ or the cache) with the right sha256 are not fetched again. The source is the manifest's pinned Hugging Face repo and revision, or [bold]DEEPSIM_WEIGHTS_URL[/bold] (any HTTP(S) folder that serves the files by name). Prints each file's path on stdout.
+
+    [bold]Examples[/bold]
+
+      deepsim weights download
+
+      deepsim weights download alexnet-fc6-generator.safetensors alexnet-fc6-generator.bounds.safetensors
+    """
+    from .. import weights_store as store
+    from ..checkpoint import sha256_file
+    from ..errors import UsageError
+
+    opts = resolve(ctx, json_out=json_out)
+    wanted = list(names or store.names())
+    unknown = [n for n in wanted if store.entry(n) is None]
+    if unknown:
+        raise UsageError(f"not a shipped weights file: {', '.join(unknown)} (see `deepsim weights`)")
+    results = []
+    for name in store.with_requirements(wanted):
+        have = store.find(name)
+        if have is not None and sha256_file(have) == store.entry(name)["sha256"]:
+            results.append({"file": name, "path": str(have), "downloaded": False})
+            continue
+        path = store.fetch(name)  # any failure is one line; nothing is left under the name
+        if not opts.quiet and not opts.json:
+            err_console().print(f"{name}: {store.entry(name)['bytes']:,} bytes from {store.url_for(name)}, "
+                                "sha256 verified", markup=False, soft_wrap=True)
+        results.append({"file": name, "path": str(path), "downloaded": True})
+    if opts.json:
+        print_json({"cache": str(store.cache_dir()), "files": results})
+    else:
+        for r in results:
+            typer.echo(r["path"])
+
+
+@app.command("path")
+def path(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="A shipped file name.")],
+         json_out: JsonOpt = False) -> None:
+    """Print where a shipped weights file is found (exit 2 with the fetch command if it is nowhere).
+
+    [bold]Example[/bold]
+
+      deepsim weights path alexnet-fc6-generator.safetensors
+    """
+    from .. import weights_store as store
+
+    opts = resolve(ctx, json_out=json_out)
+    p = store.resolve(name)
+    if opts.json:
+        print_json({"file": name, "path": str(p)})
+    else:
+        typer.echo(str(p))
