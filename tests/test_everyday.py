@@ -94,3 +94,47 @@ def test_default_names_carry_what_changes_the_result_and_clobbering_is_announced
         assert r.exit_code == 2 and "--no-clobber" in r.stderr, r.stderr
         assert Path("chelsea-pool5-refine1.png").read_bytes() == b"keep me"
     assert before != b"keep me"
+
+
+def test_help_shows_no_bool_metavar_for_flags(cli):
+    r = cli("invert", "--help")
+    assert r.exit_code == 0 and "--no-clobber" in r.stdout and "--refine" in r.stdout
+    assert "<bool>" not in r.stdout
+
+
+def test_layer_names_are_case_insensitive(cli, tiny_gen_file):
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--layer", "POOL5", "-o", "a.png")
+    assert r.exit_code == 0, r.stderr
+
+
+def test_conv5_points_to_pool5_and_to_optimize(cli, error_line):
+    r = cli("invert", CHELSEA, "--layer", "conv5")
+    assert r.exit_code == 2
+    line = error_line(r)
+    assert "pool5" in line and "--method optimize" in line and "shipped: pool5" in line
+
+
+def test_layers_marks_the_layers_with_a_shipped_generator(cli):
+    import json
+    r = cli("layers", "--encoder", "alexnet", "--json")
+    assert r.exit_code == 0, r.stderr
+    shipped = json.loads(r.stdout)["encoders"]["alexnet"]["shipped_generators"]
+    assert "pool5" in shipped and "conv3" not in shipped
+    assert "shipped generator" in cli("layers", "--encoder", "alexnet").stdout
+
+
+def test_debug_works_anywhere_on_the_line(capsys):
+    from deepsim_cli.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["invert", "missing.jpg", "--debug"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "input not found" in err and "No such option" not in err
+
+
+def test_a_closed_pipe_ends_quietly_with_exit_0():
+    import subprocess
+    import sys
+    p = subprocess.run(f"{sys.executable} -m deepsim_cli layers | head -c 1 > /dev/null; echo ${{PIPESTATUS[0]}}",
+                       shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert p.stdout.strip() == "0" and p.stderr == "", p.stderr

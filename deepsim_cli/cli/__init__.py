@@ -43,7 +43,7 @@ def _silence_broken_pipe() -> int:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
-    return 1
+    return 0  # the reader had what it wanted (`| head`): not an error
 
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
@@ -125,8 +125,8 @@ class DeepsimGroup(TyperGroup):
         except _PASSTHROUGH:
             raise
         except (Exception, KeyboardInterrupt) as e:
-            if _is_broken_pipe(e):
-                raise  # Typer's main loop exits quietly on EPIPE
+            if _is_broken_pipe(e):  # `deepsim layers | head`: quiet, exit 0
+                raise typer.Exit(_silence_broken_pipe()) from None
             code = report_error(e, _debug_flag(ctx))
             raise typer.Exit(code) from None
 
@@ -218,9 +218,18 @@ app.command("layers", rich_help_panel=_INFO)(layers.layers)
 app.add_typer(weights.app, name="weights", rich_help_panel=_INFO)
 
 
+def _debug_first(args: list[str]) -> list[str]:
+    """`--debug` is accepted anywhere on the line (`deepsim invert x.jpg --debug`): it is a global
+    option, so it moves before the command. Arguments after `--` are left alone."""
+    end = args.index("--") if "--" in args else len(args)
+    if "--debug" not in args[:end]:
+        return args
+    return ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+
+
 def main(argv: Optional[list[str]] = None) -> NoReturn:
     """Console-script entry point (`deepsim`)."""
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _debug_first(sys.argv[1:] if argv is None else list(argv))
     try:
         app(args=args, prog_name="deepsim")
     except SystemExit as e:

@@ -51,8 +51,17 @@ def load_gen(encoder, layer: str, weights: Optional[Path], device):
     encoder.check_layers([layer])
     path = weights if weights is not None else shipped_generator_path(layer, encoder.name)
     if not Path(path).is_file():
-        raise UsageError(f"no generator for {encoder.name}:{layer} (looked for {path}); pass --weights FILE "
-                         f"or train one with `deepsim train --layer {layer}`")
+        if weights is not None:
+            raise UsageError(f"generator file not found: {path}")
+        from ..weights_store import entry, not_found_message
+        if entry(Path(path).name) is not None:  # shipped, but not here: say how to fetch it
+            raise UsageError(not_found_message(Path(path).name))
+        from .layers import shipped_generator_layers
+        shipped = shipped_generator_layers(encoder.name, list(encoder.layer_names))
+        hint = " (the paper's CONV5 is pool5 here: conv5 after max-pooling)" if layer == "conv5" else ""
+        raise UsageError(f"no shipped generator for {encoder.name}:{layer}{hint}; shipped: "
+                         f"{', '.join(shipped) or 'none'}; `deepsim invert --method optimize` inverts any layer "
+                         f"without one, or pass --weights FILE (train one with `deepsim train --layer {layer}`)")
     gen = load_generator(path, device, encoder=encoder)
     if gen.layer != layer:
         raise UsageError(f"{path} inverts layer {gen.layer!r}, not {layer!r}")
@@ -62,7 +71,7 @@ def load_gen(encoder, layer: str, weights: Optional[Path], device):
 def parse_layers(text: str) -> list[str]:
     from ..errors import UsageError
 
-    layers = [t.strip() for t in text.split(",") if t.strip()]
+    layers = [t.strip().lower() for t in text.split(",") if t.strip()]  # layer names are lower case
     if not layers:
         raise UsageError("--layer needs at least one layer name")
     return layers

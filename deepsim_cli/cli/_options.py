@@ -98,8 +98,13 @@ EncoderOpt = Annotated[str, typer.Option(
 EncoderWeightsOpt = Annotated[Optional[Path], typer.Option(
     "--encoder-weights", metavar="FILE", show_default=False,
     help="Encoder weights file (.safetensors or weights-only .pth) instead of the shipped ones.")]
+def lower_name(value: Optional[str]) -> Optional[str]:
+    """Layer names are lower case; accept POOL5 / Pool5 as well."""
+    return value.strip().lower() if isinstance(value, str) else value
+
+
 LayerOpt = Annotated[str, typer.Option(
-    "--layer", "-l", metavar="LAYER", help="Encoder layer (see `deepsim layers`).")]
+    "--layer", "-l", metavar="LAYER", callback=lower_name, help="Encoder layer (see `deepsim layers`).")]
 GeneratorOpt = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", metavar="FILE", show_default=False,
     help="Generator checkpoint (default: the shipped one for --encoder/--layer).")]
@@ -124,9 +129,21 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False)
 
 
+class _ResultsConsole(Console):
+    def on_broken_pipe(self) -> None:
+        """`deepsim layers | head`: the reader has what it wanted. Rich would exit 1; point
+        stdout at /dev/null (so the exit flush stays quiet) and exit 0."""
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        raise SystemExit(0)
+
+
 def out_console() -> Console:
-    """Results console (stdout)."""
-    return Console(highlight=False)
+    """Results console (stdout); a closed pipe ends the command quietly with exit 0."""
+    return _ResultsConsole(highlight=False)
 
 
 def resolve(ctx: typer.Context, *, json_out: bool = False, device: Optional[str] = None,
@@ -149,3 +166,23 @@ def print_json(obj: Any) -> None:
     """One JSON document on stdout."""
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def _flags_without_type() -> None:
+    """Typer's Rich help prints `<bool>` beside every on/off flag (even --help), as if it took a
+    value; flags take none, so they show no type (options with an explicit metavar keep it)."""
+    from typer.core import TyperOption
+
+    original = TyperOption.display_type_rich
+    if getattr(original, "_deepsim", False):
+        return
+
+    def display_type_rich(self, ctx):
+        if self.is_flag and self.metavar is None:
+            return None
+        return original(self, ctx)
+    display_type_rich._deepsim = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_type()

@@ -30,10 +30,18 @@ def describe_encoder(name: str, size: int | None = None) -> dict[str, Any]:
     info["weights"] = str(enc.weights_path) if enc.weights_path else None
     info["layers"] = {k: list(v) for k, v in enc.layer_shapes(size).items()}
     info["trained_layers"] = list(enc.trained_layers)
+    info["shipped_generators"] = shipped_generator_layers(name, list(enc.layer_names))
     untrained = [k for k in enc.layer_names if k not in enc.trained_layers]
     if untrained:
         info["note"] = f"untrained here: {', '.join(untrained)} (random weights; no weights file holds them)"
     return info
+
+
+def shipped_generator_layers(encoder: str, layer_names: list[str]) -> list[str]:
+    """The layers of `encoder` that have a shipped generator in weights/ (invert/reencode/… work
+    out of the box for them)."""
+    from ..inference import shipped_generator_path
+    return [l for l in layer_names if shipped_generator_path(l, encoder).is_file()]
 
 
 def layers(
@@ -48,7 +56,7 @@ def layers(
 ) -> None:
     """List the encoders, each layer you can invert, and its output shape.
 
-    Layers marked [italic]untrained here[/italic] exist in the architecture but have no trained weights in weights/ (e.g. AlexNet's fc6–fc8 until weights/alexnet.safetensors ships).
+    Layers marked [italic]shipped generator[/italic] have a trained generator in weights/ (invert, reencode and interpolate work on them out of the box; any layer can be inverted with `deepsim invert --method optimize`). Layers marked [italic]untrained here[/italic] exist in the architecture but have no trained weights in weights/.
 
     [bold]Examples[/bold]
 
@@ -82,7 +90,8 @@ def layers(
             table.add_column("output shape", justify="right")
             table.add_column("")
             for layer, shape in info["layers"].items():
-                mark = "" if layer in info["trained_layers"] else "[yellow]untrained here[/yellow]"
+                mark = ("[yellow]untrained here[/yellow]" if layer not in info["trained_layers"] else
+                        "[green]shipped generator[/green]" if layer in info["shipped_generators"] else "")
                 table.add_row(layer, " × ".join(map(str, shape)), mark)
             con.print(table)
         else:

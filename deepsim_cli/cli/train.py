@@ -14,7 +14,7 @@ import typer
 
 from ..config import TrainConfig
 from ._options import (DeviceOpt, EncoderWeightsOpt, JsonOpt, LossChoice, ModelChoice, QuietOpt,
-                       SeedOpt, err_console, nonneg_float, positive_float, print_json, resolve)
+                       SeedOpt, err_console, nonneg_float, positive_float, print_json, resolve, lower_name)
 
 _D = TrainConfig()
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.I)
@@ -61,7 +61,7 @@ def train(
         "--data", "-d", metavar="DIR|TAR", show_default=False,
         help="Training images: a folder (searched recursively), a tar file or an image; repeatable.")] = None,
     layer: Annotated[Optional[str], typer.Option(
-        "--layer", "-l", metavar="LAYER", show_default=False,
+        "--layer", "-l", metavar="LAYER", callback=lower_name, show_default=False,
         help=_h("Encoder layer whose features G inverts (see `deepsim layers`).", _D.layer))] = None,
     encoder: Annotated[Optional[str], typer.Option(
         "--encoder", "-e", metavar="NAME", show_default=False, help=_h("Encoder.", _D.encoder))] = None,

@@ -11,7 +11,7 @@ import typer
 from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
                       say, setup)
 from ._options import (MAX_SEEDS, MAX_STEPS, DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
-                       QuietOpt, SeedOpt, nonneg_float, print_json, resolve, unit_float)
+                       QuietOpt, SeedOpt, nonneg_float, print_json, resolve, unit_float, lower_name)
 
 
 def _xy(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -58,7 +58,7 @@ def visualize(
         "--unit", "-u", show_default=False, help="Unit (channel or class index) to maximise; repeatable.")] = None,
     class_name: Annotated[Optional[list[str]], typer.Option(
         "--class", show_default=False, help="ImageNet class name instead of --unit (fuzzy); repeatable.")] = None,
-    layer: Annotated[str, typer.Option("--layer", "-l", metavar="LAYER",
+    layer: Annotated[str, typer.Option("--layer", "-l", metavar="LAYER", callback=lower_name,
                                        help="Layer of the target network whose unit is maximised.")] = "fc8",
     encoder: Annotated[str, typer.Option("--encoder", "-e", metavar="NAME",
                                          help="Target network (any encoder; the generator stays the "
