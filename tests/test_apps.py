@@ -93,7 +93,7 @@ def test_invert_optimize_needs_no_generator(tmp_path):
 @pytest.mark.parametrize("args, needle", [
     (["invert", "missing.jpg"], "not found"),
     (["invert", CHELSEA, "--layer", "nope"], "unknown layer"),
-    (["invert", CHELSEA, "--layer", "conv3"], "no generator"),
+    (["invert", CHELSEA, "--layer", "conv3"], "no shipped generator"),
     (["invert", CHELSEA, "-o", "out.bmpx"], "unsupported extension"),
 ])
 def test_invert_bad_input_is_one_line_exit_2(gen_file, tmp_path, args, needle):
