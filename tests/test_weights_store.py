@@ -202,3 +202,14 @@ def test_make_manifest_is_up_to_date():
     p = subprocess.run([sys.executable, str(REPO / "tools" / "make_manifest.py"), "--check"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_defaults_never_write_into_weights():
+    """distill's default --out (and so its OUT.state.safetensors) is under runs/, not weights/
+    (visualize --compute-bounds refusing shipped bounds: tests/test_visualize.py)."""
+    import inspect
+
+    from deepsim_cli.cli.distill import distill
+
+    out = Path(inspect.signature(distill).parameters["out"].default)
+    assert out.parts[0] == "runs" and "weights" not in out.parts
