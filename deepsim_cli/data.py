@@ -89,19 +89,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get("DEEPSIM_CACHE", Path.home() / ".cache" / "deepsim"))
 
 
-def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: int, *,
-               limit: int | None = None, workers: int | None = None, cache: bool = True,
-               progress=None, sample: tuple[int, int] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Decode every image of `sources` to a (N, size, size, 3) uint8 array (+ names).
-
-    `limit` keeps the first N by name; `sample=(n, seed)` instead keeps n images drawn at random
-    with the seed, stratified by folder (`stratified_sample`), in name order.
-
-    Results are cached in $DEEPSIM_CACHE (default ~/.cache/deepsim) keyed by the sources'
-    paths, sizes and mtimes, so a second run starts at once.
-    """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
+def source_key(sources: Sequence[str | os.PathLike]) -> list[str]:
+    """What identifies the contents of `sources` without reading them: each source's resolved path,
+    mtime and size, and for a folder every image file's relative path, mtime and size (a folder's
+    own mtime misses files rewritten in place and changes in subfolders). Refuses '-', FIFOs,
+    devices and symbolic-link loops with one line, before anything opens them."""
     key_src = []
     for s in sources:
         # a FIFO or device would block tarfile.is_tarfile / read_bytes forever, a symbolic-link loop
@@ -112,50 +104,130 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
         st = p.stat()
         key_src.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
         if p.is_dir():
-            # a folder's mtime misses files rewritten in place and changes in subfolders
             for f in sorted(p.rglob("*")):
                 if f.suffix.lower() in IMAGE_EXTS and f.is_file():
                     fs = f.stat()
                     key_src.append(f"{f.relative_to(p)}:{fs.st_mtime_ns}:{fs.st_size}")
+    return key_src
+
+
+def _display(source: str | os.PathLike, name: str) -> str:
+    """The path a user recognises for entry `name` of `source` (DIR/x.jpg, DIR/data.tar/x.jpg)."""
+    p = Path(source)
+    if p.is_dir():
+        return os.path.join(os.fspath(source), name)
+    if p.suffix.lower() in IMAGE_EXTS and name == p.name:
+        return os.fspath(source)
+    return os.path.join(os.fspath(p.parent), name) if os.fspath(p.parent) != "." else name
+
+
+def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: int, *,
+               limit: int | None = None, workers: int | None = None, cache: bool = True,
+               progress=None, sample: tuple[int, int] | None = None,
+               strict: bool | None = None) -> tuple[np.ndarray, list[str]]:
+    """Decode every image of `sources` to a (N, size, size, 3) uint8 array (+ names).
+
+    `limit` keeps the first N files by name; `sample=(n, seed)` instead keeps n files drawn at
+    random with the seed, stratified by folder (`stratified_sample`), in name order.
+
+    A file inside a folder or tar that cannot be read is skipped with one warning line (at most
+    ten, then a count: `unreadable.Unreadable`); it is an error (UsageError, exit 2) only when
+    nothing readable is left, or with `strict` (default: the CLI's `--strict`), which stops at the
+    first one. A source that is itself an image file is always an error when unreadable.
+
+    Results are cached in $DEEPSIM_CACHE (default ~/.cache/deepsim) keyed by the sources'
+    paths, sizes and mtimes, so a second run starts at once. The cache records the skipped files
+    too: a hit repeats their warnings, and in strict mode fails on the first one as decoding would.
+    """
+    from .unreadable import Unreadable, reason
+
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    key_src = source_key(sources)
     key = hashlib.sha256(f"{_DECODE_VERSION}|{key_src}|{size}|{limit}|{sample}".encode()).hexdigest()[:16]
     cfile = cache_dir() / f"images-{key}-{size}.npz"
+    where = ", ".join(map(str, sources))
+    bad = Unreadable(strict)
     if cache:
         hit = _read_cache(cfile, size, limit)
         if hit is not None:
-            return hit
-    entries = []
-    for s in sources:
-        entries += _iter_sources(s)
+            images, names, skipped = hit
+            if all(0 <= si < len(sources) for si, _, _ in skipped):
+                for si, name, why in skipped:
+                    bad.add(_display(sources[si], name), why)
+                bad.report(len(images) + len(skipped), where)
+                return images, names
+    entries = []  # (name, read_bytes, source index, skippable)
+    for si, s in enumerate(sources):
+        found = _iter_sources(s)
+        one_file = len(found) == 1 and not Path(s).is_dir() and not tarfile.is_tarfile(s)
+        entries += [(n, read, si, not one_file) for n, read in found]
     if limit:
         entries = entries[:limit]
     if sample is not None:
-        entries = [entries[i] for i in stratified_sample([n for n, _ in entries], *sample)]
+        entries = [entries[i] for i in stratified_sample([e[0] for e in entries], *sample)]
     if not entries:
-        raise UsageError(f"no images found in {', '.join(map(str, sources))}")
+        raise UsageError(f"no images found in {where}")
     workers = workers or min(16, os.cpu_count() or 1)
     out = np.empty((len(entries), size, size, 3), dtype=np.uint8)
-    names = [n for n, _ in entries]
+    failed: dict[int, str] = {}
 
     def work(i: int) -> None:
         try:
-            out[i] = _decode(entries[i][1](), size)
-        except Exception as e:  # one bad file should not kill a long extraction
-            raise UsageError(f"cannot decode training image {names[i]}: {e}") from None
+            data = entries[i][1]()
+            if not data:
+                raise ValueError("file is empty (0 bytes)")  # as load_image says of an empty file
+            out[i] = _decode(data, size)
+        except Exception as e:  # noqa: BLE001 - one bad file does not stop a long extraction
+            failed[i] = reason(e)
+            if bad.strict or not entries[i][3]:
+                raise _Failed(i) from None
 
-    with ThreadPoolExecutor(workers) as ex:
+    ex = ThreadPoolExecutor(workers)
+    try:
         for k, _ in enumerate(ex.map(work, range(len(entries)))):
             if progress is not None and k % 256 == 0:
                 progress(k, len(entries))
+    except _Failed as f:
+        ex.shutdown(wait=True, cancel_futures=True)  # stop at the first one, in name order
+        name, _, si, skippable = entries[f.index]
+        bad.add(_display(sources[si], name), failed[f.index], skippable=skippable)
+        raise AssertionError("unreachable") from None
+    except BaseException:
+        ex.shutdown(wait=True, cancel_futures=True)
+        raise
+    ex.shutdown(wait=True)
+    skipped = []
+    for i in sorted(failed):
+        name, _, si, _ = entries[i]
+        bad.add(_display(sources[si], name), failed[i])
+        skipped.append((si, name, failed[i]))
+    bad.report(len(entries), where)
+    if failed:  # move the readable images up, in order (no copy of the array)
+        keep = [i for i in range(len(entries)) if i not in failed]
+        for j, i in enumerate(keep):
+            if i != j:
+                out[j] = out[i]
+        out = out[:len(keep)]
+    names = [e[0] for i, e in enumerate(entries) if i not in failed]
     if cache:
-        _write_cache(cfile, out, names)
+        _write_cache(cfile, out, names, skipped)
     return out, names
+
+
+class _Failed(Exception):
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 # The cache is optional: an unreadable cache file is rebuilt, a cache that cannot be written (full
 # disk, $DEEPSIM_CACHE not a folder, no permission) is skipped; each is one warning line, never fatal.
 
-def _read_cache(cfile: Path, size: int, limit: int | None) -> tuple[np.ndarray, list[str]] | None:
-    """The cached (images, names), or None when there is none or it is unusable (then rebuilt)."""
+def _read_cache(cfile: Path, size: int, limit: int | None
+                ) -> tuple[np.ndarray, list[str], list[tuple[int, str, str]]] | None:
+    """The cached (images, names, skipped files as (source index, name, reason)), or None when there
+    is none or it is unusable (then rebuilt). Caches written before skipping existed hold none."""
     try:
         if not cfile.is_file():
             return None
@@ -164,11 +236,15 @@ def _read_cache(cfile: Path, size: int, limit: int | None) -> tuple[np.ndarray, 
     try:
         with np.load(cfile, allow_pickle=False) as z:
             images, names = z["images"], [str(n) for n in z["names"]]
+            skipped = []
+            if "skipped_names" in z.files:
+                skipped = [(int(i), str(n), str(r)) for i, n, r in
+                           zip(z["skipped_sources"], z["skipped_names"], z["skipped_reasons"], strict=True)]
         ok = (images.dtype == np.uint8 and images.ndim == 4 and images.shape[1:] == (size, size, 3)
-              and len(names) == len(images) > 0 and (not limit or len(images) <= limit))
+              and len(names) == len(images) > 0 and (not limit or len(images) + len(skipped) <= limit))
         if not ok:
             raise ValueError(f"unexpected contents (images {images.dtype} {images.shape}, {len(names)} names)")
-        return images, names
+        return images, names, skipped
     except Exception as e:  # noqa: BLE001 - BadZipFile, EOFError, KeyError, ValueError, OSError, …
         from .utils import warn
         reason = e.strerror if isinstance(e, OSError) and e.strerror else f"corrupt: {type(e).__name__}"
@@ -180,14 +256,18 @@ def _read_cache(cfile: Path, size: int, limit: int | None) -> tuple[np.ndarray, 
         return None
 
 
-def _write_cache(cfile: Path, images: np.ndarray, names: list[str]) -> None:
+def _write_cache(cfile: Path, images: np.ndarray, names: list[str],
+                 skipped: Sequence[tuple[int, str, str]] = ()) -> None:
     from .errors import WriteError
     from .utils import atomic_output, warn
 
     try:
         with atomic_output(cfile) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, images=images, names=np.array(names))
+                np.savez(f, images=images, names=np.array(names),
+                         skipped_sources=np.array([k[0] for k in skipped], dtype=np.int64),
+                         skipped_names=np.array([k[1] for k in skipped], dtype=str),
+                         skipped_reasons=np.array([k[2] for k in skipped], dtype=str))
     except (WriteError, OSError) as e:
         warn(f"{e}; continuing without the image cache ($DEEPSIM_CACHE)")
 

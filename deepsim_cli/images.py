@@ -430,7 +430,8 @@ def save_image(
     value_range: Sequence[float] = (-1.0, 1.0),
     quality: int = 95,
 ) -> None:
-    """Save one image; the format comes from the suffix (.png, .jpg/.jpeg, .webp).
+    """Save one image; the format comes from the suffix (.png, .jpg/.jpeg, .webp). A PNG
+    carries the evidence record of the CLI command that made it (deepsim_cli.provenance).
 
     The file is written atomically (temporary file + rename), so a failure never leaves a
     half-written image. ``path == "-"`` writes PNG bytes to standard output.
@@ -445,10 +446,12 @@ def save_image(
         ImageError: Unknown suffix.
         DeepsimError: The file could not be written.
     """
+    from .provenance import png_info
+
     pil = to_pil(img, value_range)
     if os.fspath(path) == "-":
         buf = io.BytesIO()
-        pil.save(buf, format="PNG")
+        pil.save(buf, format="PNG", pnginfo=png_info())
         sys.stdout.buffer.write(buf.getvalue())
         sys.stdout.buffer.flush()
         return
@@ -465,6 +468,8 @@ def save_image(
         kwargs = {"quality": quality, "subsampling": 0 if quality >= 90 else 2}
     elif fmt == "WEBP":
         kwargs = {"quality": quality}
+    elif fmt == "PNG":
+        kwargs = {"pnginfo": png_info()}  # the evidence record of a CLI command (deepsim info FILE)
     try:
         with atomic_output(path) as tmp:
             pil.save(tmp, format=fmt, **kwargs)
@@ -714,9 +719,16 @@ def save_gif(
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    from .provenance import current, sidecar_path, to_json
+    rec = current()
     try:
         with atomic_output(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(data)
+        if rec is not None:  # GIF has no room for it: NAME.gif.json beside it (deepsim info NAME.gif)
+            side = sidecar_path(path)
+            with atomic_output(side) as tmp:
+                with open(tmp, "w") as f:
+                    f.write(to_json(rec))
     except OSError as e:
         raise _write_failed(path, e) from e

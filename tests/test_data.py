@@ -126,10 +126,14 @@ def test_cache_sees_a_replaced_file(folder):
     assert np.array_equal(np.delete(a, i, 0), np.delete(b, i, 0))
 
 
-def test_corrupt_image(folder):
+def test_corrupt_image(folder, capsys):
+    """A corrupt file in a folder is skipped with a warning naming it; strict mode fails on it."""
     (folder / "e.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    a, names = load_array(folder, 16, cache=False)
+    assert "e.jpg" not in names and len(a) == len(names) > 0
+    assert "e.jpg" in capsys.readouterr().err
     with pytest.raises(UsageError) as e:
-        load_array(folder, 16)
+        load_array(folder, 16, cache=False, strict=True)
     msg = str(e.value)
     assert "e.jpg" in msg and "\n" not in msg
 

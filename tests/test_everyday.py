@@ -138,3 +138,32 @@ def test_a_closed_pipe_ends_quietly_with_exit_0():
     p = subprocess.run(f"{sys.executable} -m deepsim_cli layers | head -c 1 > /dev/null; echo ${{PIPESTATUS[0]}}",
                        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
     assert p.stdout.strip() == "0" and p.stderr == "", p.stderr
+
+
+def test_every_output_carries_a_record_that_reproduces_it(cli, tiny_gen_file, error_line):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from deepsim_cli import provenance
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "2", "-o", "first.png")
+    assert r.exit_code == 0, r.stderr
+    rec = provenance.read("first.png")
+    assert rec["command"].endswith("invert") and rec["options"]["refine"] == 2 and rec["seed"] == 0
+    assert rec["weights"]["generator alexnet:pool5"]["sha256"] and "torch" in rec["versions"]
+    assert rec["argv"][:2] == ["deepsim", "--device"] and "first.png" in rec["argv"]
+    argv = [a if a != "first.png" else "again.png" for a in rec["argv"][1:]]
+    r = cli(*argv[2:])  # our cli fixture adds --device cpu itself
+    assert r.exit_code == 0, r.stderr
+    assert np.array_equal(np.asarray(Image.open("first.png")), np.asarray(Image.open("again.png")))
+    r = cli("info", "first.png", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["options"]["refine"] == 2
+    r = cli("reencode", CHELSEA, "--weights", str(tiny_gen_file), "--iters", "2", "-o", "re.png")
+    assert r.exit_code == 0, r.stderr
+    gif_rec = provenance.read("re.gif")  # from re.gif.json
+    assert gif_rec["command"].endswith("reencode") and len(gif_rec["results"]["feature_distance"][0]) == 3
+    assert "feature_distance" in cli("info", "re.png").stdout
+    Image.new("RGB", (4, 4)).save("plain.png")
+    r = cli("info", "plain.png")
+    assert r.exit_code == 2 and "no deepsim record" in error_line(r)

@@ -49,7 +49,7 @@ def test_quick_start_command(tmp_path, monkeypatch):
 
 
 def test_shipped_alexnet_classifies_the_examples():
-    """The distilled head (weights/alexnet.safetensors): chelsea is a cat, coffee an espresso or
+    """The distilled head (v1, weights/alexnet-head-v1.safetensors.index.json): chelsea is a cat, coffee an espresso or
     cup, within the top-5 (issue 3), and the conv layers are the genuine ones."""
     import torch
 
@@ -58,7 +58,7 @@ def test_shipped_alexnet_classifies_the_examples():
     from deepsim_cli.visualize import imagenet_classes
 
     enc = build_encoder("alexnet")
-    assert enc.weights_path.name == "alexnet.safetensors"
+    assert enc.weights_path.name == "alexnet-head-v1.safetensors.index.json"
     conv = load_checkpoint(weights_dir() / "alexnet-conv.safetensors").tensors
     for k, v in conv.items():
         assert torch.equal(enc.model.state_dict()[k], v), k
@@ -71,7 +71,7 @@ def test_shipped_alexnet_classifies_the_examples():
     assert set(top5[1].tolist()) & {967, 968, 504}, [names[i] for i in top5[1]]
 
 
-def test_shipped_vae_keeps_each_image_and_samples_deterministically(tmp_path):
+def test_shipped_vae_keeps_each_image_and_samples_deterministically(tmp_path, monkeypatch):
     """weights/vae-deepsim.safetensors (issue 7): in the shipped AlexNet's fc6 space (cosine), the
     decoded posterior mean of each example photo is nearest to that photo, and nearer than any of
     32 prior samples (a collapsed posterior fails both: measured on a run that blew up); and
@@ -95,10 +95,11 @@ def test_shipped_vae_keeps_each_image_and_samples_deterministically(tmp_path):
     assert torch.equal(sim.argmax(1), torch.arange(len(x))), sim
     assert (sim.diag() > (f_s @ f_x.T).max(0).values).all(), (sim.diag(), (f_s @ f_x.T).max(0).values)
     outs = []
-    for k in range(2):
-        out = tmp_path / f"s{k}.png"
-        r = CliRunner().invoke(app, ["sample", "--n", "4", "--seed", "3", "-o", str(out)])
+    for k in range(2):  # the same command line in two folders: the same bytes, evidence record included
+        (tmp_path / f"run{k}").mkdir()
+        monkeypatch.chdir(tmp_path / f"run{k}")
+        r = CliRunner().invoke(app, ["sample", "--n", "4", "--seed", "3", "-o", "s.png"])
         assert r.exit_code == 0, r.output
-        outs.append(out.read_bytes())
+        outs.append((tmp_path / f"run{k}" / "s.png").read_bytes())
     assert outs[0] == outs[1]
-    assert Image.open(tmp_path / "s0.png").size[0] >= 2 * size
+    assert Image.open(tmp_path / "run0" / "s.png").size[0] >= 2 * size

@@ -18,7 +18,7 @@ from typer.core import TyperGroup
 
 from .. import __version__
 from ..errors import DeepsimError
-from . import (distill, eval as eval_cmd, interpolate, invert, layers, neighbors, reencode, sample,
+from . import (distill, eval as eval_cmd, info, interpolate, invert, layers, neighbors, reencode, sample,
                train, visualize, weights)
 from ._options import GlobalOptions, PrecisionChoice, check_device, err_console
 
@@ -108,6 +108,9 @@ class DeepsimGroup(TyperGroup):
 
     def make_context(self, info_name: Any, args: Any, parent: Any = None, **extra: Any) -> Any:
         # usage errors in the global options (`deepsim --device tpu …`) surface here
+        if parent is None:  # the whole command line, for the evidence record of every output
+            from .. import provenance
+            provenance.ARGV = list(args)
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except _CLICK_USAGE_ERROR as e:
@@ -193,12 +196,20 @@ def _global(
                             "(several times faster there), fp32 elsewhere; `deepsim --version` says which.")] = "auto",
     no_clobber: Annotated[bool, typer.Option(
         "--no-clobber", help="Never replace an existing output file (every command).")] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Stop at the first unreadable file in a folder or tar (default: skip it with a "
+                         "warning line, then a count; fail only when none is readable). Also after the command.")] = False,
     version: Annotated[bool, typer.Option(
         "--version", callback=_version, help="Print the version, torch, device and precision, and exit.")] = False,
 ) -> None:
     ctx.obj = GlobalOptions(device=device, seed=0 if seed is None else seed, seed_given=seed is not None,
                             json=json_out, debug=debug, quiet=quiet,
-                            precision=precision, no_clobber=no_clobber)
+                            precision=precision, no_clobber=no_clobber, strict=strict)
+    from ..unreadable import set_strict  # torch-free; every loader of many images reads it
+    set_strict(strict)
+    ctx.call_on_close(lambda: set_strict(False))
+    from .. import provenance  # torch-free; the record of this command ends with it
+    ctx.call_on_close(provenance.end)
 
 
 _MAIN = "Main commands"
@@ -215,16 +226,21 @@ app.command("eval", rich_help_panel=_TOOLS)(eval_cmd.eval_)
 app.command("neighbors", rich_help_panel=_TOOLS)(neighbors.neighbors)
 app.command("distill", rich_help_panel=_TOOLS)(distill.distill)
 app.command("layers", rich_help_panel=_INFO)(layers.layers)
+app.command("info", rich_help_panel=_INFO)(info.info)
 app.add_typer(weights.app, name="weights", rich_help_panel=_INFO)
 
 
+_ANYWHERE = ("--debug", "--strict")  # global flags no command has as its own option
+
+
 def _debug_first(args: list[str]) -> list[str]:
-    """`--debug` is accepted anywhere on the line (`deepsim invert x.jpg --debug`): it is a global
-    option, so it moves before the command. Arguments after `--` are left alone."""
+    """`--debug` and `--strict` are accepted anywhere on the line (`deepsim invert x.jpg --debug`):
+    they are global options, so they move before the command. Arguments after `--` are left alone."""
     end = args.index("--") if "--" in args else len(args)
-    if "--debug" not in args[:end]:
+    found = [f for f in _ANYWHERE if f in args[:end]]
+    if not found:
         return args
-    return ["--debug"] + [a for i, a in enumerate(args) if not (a == "--debug" and i < end)]
+    return found + [a for i, a in enumerate(args) if not (a in _ANYWHERE and i < end)]
 
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:

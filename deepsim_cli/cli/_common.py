@@ -30,17 +30,25 @@ def precheck(inputs: Sequence[Optional[Path]] = (), encoder: Optional[str] = Non
 
 
 def setup(opts: GlobalOptions):
-    """Seed everything and return the torch device."""
+    """Seed everything, open the evidence record of this command's outputs, return the torch device."""
+    from .. import provenance
+    from ..precision import resolve_precision
     from ..utils import resolve_device, seed_everything
 
     seed_everything(opts.seed)
-    return resolve_device(opts.device)
+    dev = resolve_device(opts.device)
+    provenance.begin(provenance.ARGV, command=opts.command, params=opts.params,
+                     seed=opts.seed, device=str(dev), precision=resolve_precision(opts.precision, dev))
+    return dev
 
 
 def load_encoder(name: str, weights: Optional[Path], device):
+    from .. import provenance
     from ..encoders import build_encoder
 
-    return build_encoder(name, weights, device)
+    enc = build_encoder(name, weights, device)
+    provenance.add_weights(f"encoder {name}", enc.weights_path, enc.sha256)
+    return enc
 
 
 def load_gen(encoder, layer: str, weights: Optional[Path], device):
@@ -63,6 +71,9 @@ def load_gen(encoder, layer: str, weights: Optional[Path], device):
                          f"{', '.join(shipped) or 'none'}; `deepsim invert --method optimize` inverts any layer "
                          f"without one, or pass --weights FILE (train one with `deepsim train --layer {layer}`)")
     gen = load_generator(path, device, encoder=encoder)
+    from .. import provenance
+    from ..encoders import file_sha256
+    provenance.add_weights(f"generator {encoder.name}:{layer}", path, file_sha256(path))
     if gen.layer != layer:
         raise UsageError(f"{path} inverts layer {gen.layer!r}, not {layer!r}")
     return gen
@@ -77,15 +88,34 @@ def parse_layers(text: str) -> list[str]:
     return layers
 
 
-def read_inputs(paths: Sequence[Path], size: int):
-    """(N, 3, size, size) in [-1, 1] and display names; directories expand, '-' is stdin."""
-    from ..images import list_images, load_image
+def read_inputs(paths: Sequence[Path], size: int, *, strict: Optional[bool] = None):
+    """(N, 3, size, size) in [-1, 1] and display names; directories expand, '-' is stdin.
+
+    An unreadable file found in a folder is skipped with a warning line (then a count); it is an
+    error only when no image is left, or in strict mode (`deepsim --strict`: the first one). A file
+    named on the command line is always an error when it cannot be read."""
+    from ..images import ImageError, list_images, load_image
+    from ..paths import check_input
+    from ..unreadable import Unreadable, reason
 
     import torch
 
-    files = list_images([os.fspath(p) for p in paths])
-    xs = [load_image(f, size) for f in files]
-    names = ["stdin" if os.fspath(f) == "-" else Path(f).stem for f in files]
+    files: list[tuple[Path, bool]] = []  # (file, found in a folder)
+    for p in paths:
+        in_folder = os.fspath(p) != "-" and check_input(p, what="image file", error=ImageError) == "folder"
+        files += [(f, in_folder) for f in list_images([os.fspath(p)])]
+    bad = Unreadable(strict)
+    xs, names = [], []
+    for f, in_folder in files:
+        try:
+            xs.append(load_image(f, size))
+        except ImageError as e:
+            if not in_folder:
+                raise
+            bad.add(os.fspath(f), reason(e, os.fspath(f)))
+            continue
+        names.append("stdin" if os.fspath(f) == "-" else Path(f).stem)
+    bad.report(len(files), ", ".join(os.fspath(p) for p in paths))
     return torch.stack(xs), names
 
 

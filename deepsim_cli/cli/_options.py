@@ -7,7 +7,7 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -38,6 +38,9 @@ class GlobalOptions:
     quiet: bool = False
     precision: str = "auto"
     no_clobber: bool = False
+    strict: bool = False     # stop at the first unreadable file in a folder or tar (default: skip it)
+    command: str = ""                                 # e.g. "deepsim invert", for the evidence record
+    params: dict = field(default_factory=dict)        # the command's resolved options, likewise
 
 
 def check_device(value: Optional[str]) -> Optional[str]:
@@ -159,6 +162,9 @@ def resolve(ctx: typer.Context, *, json_out: bool = False, device: Optional[str]
         quiet=quiet or g.quiet,
         precision=g.precision,
         no_clobber=no_clobber or g.no_clobber,
+        strict=g.strict,
+        command=ctx.command_path if ctx is not None else "",
+        params=dict(ctx.params) if ctx is not None else {},
     )
 
 

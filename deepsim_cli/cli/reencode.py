@@ -74,6 +74,9 @@ def reencode(
             cells.append(res.images[i][b].cpu())
             caps.append("input" if i == 0 else f"iter {i}\nd={float(res.feature_distance[i][b]):.2f}")
     outputs = {"grid": str(path)}
+    from .. import provenance
+    provenance.note(images=names, feature_distance=[[round(float(d[b]), 6) for d in res.feature_distance]
+                                                    for b in range(len(names))])
     with all_or_nothing():  # the grid and the GIF, or neither
         save_image(make_grid(cells, ncols=len(shown), captions=caps), path)
         if gif and str(path) != "-":

@@ -215,6 +215,8 @@ def visualize(
         claim_output(opts, path.with_suffix(".gif"))
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     outputs = {"grid": str(path)}
+    from .. import provenance
+    provenance.note(results=results)
     with all_or_nothing():  # the grid and the GIF, or neither
         save_image(make_grid(cells, ncols=len(seed_list), captions=caps), path)
         if save_every and str(path) != "-":
