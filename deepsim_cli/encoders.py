@@ -88,7 +88,12 @@ class Encoder(nn.Module):
 
     @property
     def sha256(self) -> str:
-        return file_sha256(self.weights_path) if self.weights_path else ""
+        """The weights' identity: the file's sha256, or for a sharded index the sha256 of the single
+        file it replaces (weights_store.identity_sha256), so checkpoints trained on it still match."""
+        if not self.weights_path:
+            return ""
+        from .weights_store import identity_sha256
+        return identity_sha256(self.weights_path) or file_sha256(self.weights_path)
 
     def train(self, mode: bool = True):  # frozen: dropout/BN always in eval mode
         return super().train(False)
@@ -312,13 +317,19 @@ def _load_plain_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
+ALEXNET_DEFAULT = "alexnet-head-v1.safetensors.index.json"  # alexnet-conv + the v1 head shards
+
+
 @register_encoder("alexnet", "AlexNet (torchvision architecture): genuine IMAGENET1K_V1 conv1-conv5; "
-                             "fc6-fc8 from weights/alexnet.safetensors (distilled from MobileNetV2) "
-                             "when present")
+                             "fc6-fc8 distilled from MobileNetV2 (head v1: "
+                             "weights/alexnet-head-v1.safetensors.index.json) when present")
 def _alexnet(weights: Path | None) -> Encoder:
     from . import weights_store
 
-    full = weights if weights is not None else weights_store.optional("alexnet.safetensors")
+    # the complete network: a single file where one is given or lies in the weights folder (the
+    # layout before the head was sharded), else alexnet-conv + the v1 head shards, else conv only
+    full = weights if weights is not None else (weights_store.find("alexnet.safetensors")
+                                                or weights_store.optional(ALEXNET_DEFAULT))
     if full is not None and full.is_file():
         model = _on_meta(lambda: torchvision.models.alexnet(weights=None))
         _load_weights(model, full, "alexnet", assign=True)

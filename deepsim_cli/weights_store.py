@@ -24,6 +24,7 @@ import functools
 import hashlib
 import json
 import os
+import struct
 import tempfile
 import urllib.error
 import urllib.parse
@@ -35,7 +36,7 @@ from .errors import DeepsimError, UsageError
 
 __all__ = ["MANIFEST_PATH", "MissingWeights", "manifest", "entry", "names", "checkout_dir", "cache_dir",
            "search_dirs", "weights_dir", "find", "resolve", "optional", "offline", "base_url", "url_for", "fetch",
-           "with_requirements", "identity_sha256"]
+           "with_requirements", "identity_sha256", "rebuild_single_file"]
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights.json"
 _OFFLINE_VARS = ("DEEPSIM_OFFLINE", "HF_HUB_OFFLINE")
@@ -171,18 +172,75 @@ def with_requirements(wanted: Iterable[str]) -> list[str]:
 
 
 def identity_sha256(path: str | os.PathLike) -> str | None:
-    """The identity a shipped index declares for the network it assembles ("identity_sha256" in its
-    metadata: the sha256 of the single file it replaces), so that checkpoints recording that sha256
-    still match; None for other files."""
+    """The identity a sharded index declares for the network it assembles: "identity_sha256" in its
+    metadata, the sha256 of the single file it replaces (checkpoints trained on that file record it
+    as encoder_sha256, so they still load). Honoured only when every shard's sha256 is recorded
+    (load_sharded checks them), so the tensors are those of that file; `rebuild_single_file` proves
+    it byte for byte. None for other files."""
     p = Path(path)
     if not p.name.endswith(".safetensors.index.json"):
         return None
     try:
-        meta = json.loads(p.read_text(encoding="utf-8")).get("metadata") or {}
-    except (OSError, ValueError, AttributeError):
+        spec = json.loads(p.read_text(encoding="utf-8"))
+        meta = spec.get("metadata") or {}
+        shards = set(spec["weight_map"].values())
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
         return None
     ident = meta.get("identity_sha256")
-    return ident if isinstance(ident, str) and len(ident) == 64 else None
+    if not (isinstance(ident, str) and len(ident) == 64) or not shards <= set(meta.get("shard_sha256") or {}):
+        return None
+    return ident
+
+
+def _safetensors_header(path: Path) -> tuple[dict[str, Any], int]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(n)), 8 + n
+
+
+def rebuild_single_file(index: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Rebuild, byte for byte, the single safetensors file a sharded index replaces (its metadata
+    holds that file's header, "identity_header", and sha256, "identity_sha256") from the shards
+    beside the index; written atomically and checked against the sha256 (DeepsimError if not)."""
+    index, out = Path(index), Path(out)
+    spec = json.loads(index.read_text(encoding="utf-8"))
+    meta, weight_map = spec["metadata"], spec["weight_map"]
+    text = meta["identity_header"].encode("utf-8")
+    header = json.loads(text)
+    order = sorted((v["data_offsets"][0], k) for k, v in header.items() if k != "__metadata__")
+    shards: dict[str, tuple[dict[str, Any], int]] = {}
+    h = hashlib.sha256()
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for block in (struct.pack("<Q", len(text)), text):
+                f.write(block)
+                h.update(block)
+            pos = 0
+            for start, k in order:
+                want = header[k]
+                shard = index.parent / weight_map[k]
+                if weight_map[k] not in shards:
+                    shards[weight_map[k]] = _safetensors_header(shard)
+                sh, base = shards[weight_map[k]]
+                got = sh[k]
+                if (got["dtype"], got["shape"]) != (want["dtype"], want["shape"]) or start != pos:
+                    raise DeepsimError(f"{index}: {k} in {shard.name} is not the tensor {out.name} held")
+                a, b = got["data_offsets"]
+                with open(shard, "rb") as s:
+                    s.seek(base + a)
+                    data = s.read(b - a)
+                f.write(data)
+                h.update(data)
+                pos += len(data)
+        if h.hexdigest() != meta["identity_sha256"]:
+            raise DeepsimError(f"{index}: the shards rebuild a file with sha256 {h.hexdigest()[:12]}…, "
+                               f"not {meta['identity_sha256'][:12]}…")
+        os.replace(tmp_name, out)
+    finally:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+    return out
 
 
 def base_url() -> str:

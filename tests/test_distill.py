@@ -96,7 +96,7 @@ def test_evaluate_against_teacher_on_named_photos(tmp_path):
     # chelsea is a cat (285 Egyptian cat), coffee is espresso (967)
     Image.open(IMAGES / "chelsea.jpg").save(d / f"{wn[285]}_egyptian_cat.jpg")
     Image.open(IMAGES / "coffee.jpg").save(d / f"{wn[967]}_espresso.jpg")
-    res = evaluate_against_teacher(None if (REPO / "weights" / "alexnet.safetensors").exists() else
+    res = evaluate_against_teacher(None if (REPO / "weights" / "alexnet-head-v1.safetensors.index.json").exists() else
                                    _tiny_student(tmp_path), d)
     r = res["labelled"]
     assert r["n"] == 2

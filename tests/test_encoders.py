@@ -29,8 +29,7 @@ ALEXNET_SHAPES = {
 
 @pytest.fixture(scope="module")
 def alexnet():
-    if not (weights_dir() / "alexnet.safetensors").is_file() and \
-            not (weights_dir() / "alexnet-conv.safetensors").is_file():
+    if not (weights_dir() / "alexnet-conv.safetensors").is_file():
         pytest.fail(f"no AlexNet weights in {weights_dir()}")
     return build_encoder("alexnet")
 
@@ -85,8 +84,9 @@ def test_unknown_layer_lists_valid_names(alexnet_random):
 
 
 def test_shipped_alexnet_is_complete(alexnet):
-    """weights/alexnet.safetensors (genuine convs + distilled head) ships: every layer is usable."""
-    full = weights_dir() / "alexnet.safetensors"
+    """The complete AlexNet ships (genuine convs in alexnet-conv.safetensors + the distilled head v1
+    shards, joined by alexnet-head-v1.safetensors.index.json): every layer is usable."""
+    full = weights_dir() / "alexnet-head-v1.safetensors.index.json"
     assert set(alexnet.trained_layers) == set(ALEXNET_SHAPES)
     assert alexnet.weights_path == full
     feats = alexnet(_x(1), ["fc6", "fc8", "prob"])

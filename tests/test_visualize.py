@@ -169,7 +169,8 @@ def test_cli_without_fc6_generator_says_so(tmp_path, monkeypatch):
 
     w = tmp_path / "weights"
     w.mkdir()
-    for f in ("alexnet.safetensors", "alexnet-conv.safetensors", "mobilenet_v2.safetensors"):
+    for f in ("alexnet-head-v1.safetensors.index.json", "alexnet-head-v1-00001-of-00002.safetensors",
+              "alexnet-head-v1-00002-of-00002.safetensors", "alexnet-conv.safetensors", "mobilenet_v2.safetensors"):
         (w / f).symlink_to(shipped() / f)
     monkeypatch.setenv("DEEPSIM_WEIGHTS", str(w))
     monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))

@@ -213,3 +213,53 @@ def test_defaults_never_write_into_weights():
 
     out = Path(inspect.signature(distill).parameters["out"].default)
     assert out.parts[0] == "runs" and "weights" not in out.parts
+
+
+# ------------------------------------------------------------------------------ sharded AlexNet v1
+
+V1 = "alexnet-head-v1.safetensors.index.json"
+
+
+def _recorded_encoder_sha256() -> str:
+    from deepsim_cli.checkpoint import read_metadata
+    shas = {read_metadata(WEIGHTS / f"alexnet-{l}-generator.safetensors")["encoder_sha256"] for l in ("fc6", "fc7", "fc8")}
+    shas |= {read_metadata(WEIGHTS / f"vae-{v}.safetensors")["encoder_sha256"] for v in ("deepsim", "se")}
+    assert len(shas) == 1
+    return shas.pop()
+
+
+def test_no_shipped_file_over_95_mib():
+    for name, e in store.manifest()["files"].items():
+        assert e["bytes"] <= 95 * 2**20, name
+
+
+def test_v1_shards_rebuild_the_single_alexnet_file_byte_for_byte(tmp_path):
+    """alexnet-conv + the v1 head shards are exactly the former alexnet.safetensors: its sha256 (the one
+    every fc generator and VAE records) comes back, and it is the identity the index declares."""
+    out = store.rebuild_single_file(WEIGHTS / V1, tmp_path / "alexnet.safetensors")
+    sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert sha == _recorded_encoder_sha256() == store.identity_sha256(WEIGHTS / V1)
+    assert store.entry(V1)["identity_sha256"] == sha
+    assert _left(tmp_path) == ["alexnet.safetensors"]
+
+
+def test_default_alexnet_is_conv_plus_v1_head_and_keeps_its_identity():
+    from deepsim_cli.encoders import build_encoder
+    from deepsim_cli.inference import load_generator
+
+    enc = build_encoder("alexnet")
+    assert enc.weights_path == WEIGHTS / V1
+    assert "fc8" in enc.trained_layers and enc.sha256 == _recorded_encoder_sha256()
+    gen = load_generator(WEIGHTS / "alexnet-fc6-generator.safetensors", encoder=enc)  # the sha256 check passes
+    assert gen.layer == "fc6"
+    assert store.with_requirements([V1])[:-1] == sorted(store.entry(V1)["requires"])
+
+
+def test_identity_needs_every_shard_hash(tmp_path):
+    import json
+
+    spec = json.loads((WEIGHTS / V1).read_text())
+    del spec["metadata"]["shard_sha256"]["alexnet-head-v1-00002-of-00002.safetensors"]
+    (tmp_path / V1).write_text(json.dumps(spec))
+    assert store.identity_sha256(tmp_path / V1) is None
+    assert store.identity_sha256(WEIGHTS / "alexnet-conv.safetensors") is None
