@@ -167,3 +167,28 @@ def test_every_output_carries_a_record_that_reproduces_it(cli, tiny_gen_file, er
     Image.new("RGB", (4, 4)).save("plain.png")
     r = cli("info", "plain.png")
     assert r.exit_code == 2 and "no deepsim record" in error_line(r)
+
+
+def test_neighbors_caches_the_bank_features_and_notices_changed_data(cli, in_tmp):
+    import json
+    import shutil
+
+    bank = in_tmp / "bank"
+    shutil.copytree(IMAGES, bank)
+    args = ("neighbors", CHELSEA, "--data", str(bank), "--space", "pool5", "--size", "64", "--k", "2", "--json")
+    first = cli(*args, "-o", "a.png")
+    assert first.exit_code == 0, first.stderr
+    assert "from the cache" not in first.stderr
+    assert len(list((in_tmp / "cache").glob("bank-*.safetensors"))) == 1
+    again = cli(*args, "-o", "b.png")
+    assert again.exit_code == 0 and "from the cache" in again.stderr, again.stderr
+    assert json.loads(again.stdout)["results"] == json.loads(first.stdout)["results"]
+    for f in bank.iterdir():  # a changed file list is a new bank
+        if f.name != "chelsea.jpg":
+            f.unlink()
+            break
+    changed = cli(*args, "-o", "c.png")
+    assert changed.exit_code == 0 and "from the cache" not in changed.stderr, changed.stderr
+    assert len(list((in_tmp / "cache").glob("bank-*.safetensors"))) == 2
+    off = cli(*args, "--no-cache", "-o", "d.png")
+    assert off.exit_code == 0 and "from the cache" not in off.stderr
