@@ -192,3 +192,35 @@ def test_neighbors_caches_the_bank_features_and_notices_changed_data(cli, in_tmp
     assert len(list((in_tmp / "cache").glob("bank-*.safetensors"))) == 2
     off = cli(*args, "--no-cache", "-o", "d.png")
     assert off.exit_code == 0 and "from the cache" not in off.stderr
+
+
+def test_save_code_and_decode_it_again(cli, tiny_gen_file, error_line):
+    import numpy as np
+    from PIL import Image
+
+    from deepsim_cli.checkpoint import load_checkpoint
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "-o", "a.png", "--save-code", "a.safetensors")
+    assert r.exit_code == 0, r.stderr
+    ck = load_checkpoint("a.safetensors", kind="code")
+    assert ck.layer == "pool5" and tuple(ck.tensors["pool5"].shape) == (1, 256, 6, 6) and ck.encoder == "alexnet"
+    r = cli("invert", "--code", "a.safetensors", "--weights", str(tiny_gen_file), "-o", "b.png")
+    assert r.exit_code == 0, r.stderr
+    a, b = (np.asarray(Image.open(f), dtype=np.int16) for f in ("a.png", "b.png"))
+    assert a.shape == b.shape and np.abs(a - b).max() <= 1  # the same code decodes to the same image
+    # refined codes are saved too, and differ from the plain features
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "--refine", "3", "-o", "c.png",
+            "--save-code", "c.safetensors")
+    assert r.exit_code == 0, r.stderr
+    refined = load_checkpoint("c.safetensors", kind="code")
+    assert refined.extra["refine_steps"] == "3" and not np.allclose(refined.tensors["pool5"], ck.tensors["pool5"])
+    r = cli("invert", "--code", "c.safetensors", "--weights", str(tiny_gen_file), "-o", "d.png")
+    assert r.exit_code == 0, r.stderr
+    c, d = (np.asarray(Image.open(f), dtype=np.int16) for f in ("c.png", "d.png"))
+    assert np.abs(c - d).max() <= 1
+    # bad uses: one line, exit 2, nothing written
+    assert error_line(cli("invert", CHELSEA, "--code", "a.safetensors", "-o", "e.png")).count("not both")
+    assert "safetensors" in error_line(cli("invert", CHELSEA, "--save-code", "x.pt", "-o", "e.png"))
+    r = cli("invert", "--code", "a.png", "-o", "e.png")
+    assert r.exit_code == 2 and not Path("e.png").exists()
+    r = cli("invert", "-o", "e.png")
+    assert r.exit_code == 2 and "no input images" in error_line(r)

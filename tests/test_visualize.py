@@ -286,3 +286,21 @@ def test_compute_bounds_does_not_replace_shipped_bounds_without_force(weights_di
     r = _runner().invoke(app, ["--device", "cpu", "visualize", "--compute-bounds", "--data", str(IMAGES)])
     assert r.exit_code == 2 and "--force" in r.stderr
     assert bounds.read_bytes() == before
+
+
+def test_cli_save_code_then_invert_decodes_it(weights_dir):
+    """visualize --save-code keeps the optimised codes; invert --code turns them back into the images."""
+    import numpy as np
+    from PIL import Image
+
+    r = _runner().invoke(app, ["--device", "cpu", "visualize", "--unit", "1", "--iters", "3", "--seeds", "0,1",
+                               "--no-bounds", "-o", "v.png", "--save-code", "v.safetensors", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["code"] == "v.safetensors"
+    ck = load_checkpoint("v.safetensors", kind="code")
+    assert ck.layer == "fc6" and tuple(ck.tensors["fc6"].shape) == (2, 4096)
+    r = _runner().invoke(app, ["--device", "cpu", "invert", "--code", "v.safetensors", "-o", "again.png"])
+    assert r.exit_code == 0, r.stderr
+    grid, again = np.asarray(Image.open("v.png")), np.asarray(Image.open("again.png"))
+    assert grid.shape[1] == again.shape[1]  # two cells side by side: the same codes, the same images
+    assert np.abs(grid[:32].astype(int) - again[:32].astype(int)).mean() < 2

@@ -16,9 +16,9 @@ from ._options import (MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeight
 
 def invert(
     ctx: typer.Context,
-    images: Annotated[list[Path], typer.Argument(
+    images: Annotated[Optional[list[Path]], typer.Argument(
         show_default=False,
-        help="Image files or folders ('-' reads one image from stdin).")],
+        help="Image files or folders ('-' reads one image from stdin); none with --code.")] = None,
     layer: Annotated[str, typer.Option(
         "--layer", "-l", metavar="LAYER[,LAYER…]",
         help="Encoder layer(s) to invert; several give the paper's Fig. 3 grid.")] = "pool5",
@@ -32,6 +32,14 @@ def invert(
     init: Annotated[Literal["noise", "generator"], typer.Option(
         "--init", help="Start of --method optimize: small noise, or the generator's reconstruction "
                        "(needs a generator for the layer).")] = "noise",
+    save_code: Annotated[Optional[Path], typer.Option(
+        "--save-code", metavar="FILE.safetensors", show_default=False,
+        help="Also save the code each reconstruction was decoded from (the layer's features, or the "
+             "refined code with --refine), one tensor per layer; `--code FILE` decodes it again.")] = None,
+    code: Annotated[Optional[Path], typer.Option(
+        "--code", metavar="FILE.safetensors", show_default=False,
+        help="Decode codes saved by --save-code (or by visualize --save-code) instead of encoding images; "
+             "the layer comes from the file.")] = None,
     out: OutOpt = None,
     outdir: Annotated[Optional[Path], typer.Option(
         "--outdir", metavar="DIR", show_default=False,
@@ -68,7 +76,26 @@ def invert(
       deepsim invert photos/ --layer fc6 --outdir recon/
 
       deepsim invert chelsea.jpg --layer conv3 --method optimize --steps 300
+
+      deepsim invert chelsea.jpg --layer fc6 --refine 30 --save-code chelsea-fc6.safetensors
+
+      deepsim invert --code chelsea-fc6.safetensors -o again.png
     """
+    from ..errors import UsageError
+    if code is not None:
+        if images:
+            raise UsageError("give images or --code FILE (saved codes), not both")
+        if method != "generator":
+            raise UsageError("--code decodes saved codes with a generator: use --method generator")
+        precheck([code], encoder)
+        _check_code_suffix(save_code)
+        return _invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, ncols, no_clobber,
+                             batch, device, seed, json_out, quiet, save_code)
+    if not images:
+        raise UsageError("no input images: give image files or folders (or --code FILE)")
+    if save_code is not None and method != "generator":
+        raise UsageError("--save-code saves a generator's input code: use it with --method generator")
+    _check_code_suffix(save_code)
     precheck(images, encoder, parse_layers(layer))  # answers typos before torch loads
     import torch
 
@@ -116,7 +143,9 @@ def invert(
         path = output_path(out, f"{result_name(stem, *layers, how_tag)}.png" if single or len(names) == 1
                            else f"{result_name('invert', stem, *layers, how_tag)}.png", opts)
         check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
-    recons = {}
+    if save_code is not None:
+        claim_output(opts, save_code)
+    recons, codes = {}, {}
     for l in layers:
         how = method + (f" from the generator" if method == "optimize" and init == "generator" else "")
         say(opts, f"inverting {len(names)} image(s) from {encoder}:{l} ({how}"
@@ -124,8 +153,14 @@ def invert(
         if method == "generator" and refine:
             from ..refine import refine as lib_refine
             with progress_bar(opts, refine * len(x), f"refining {l}") as advance:
-                recons[l] = lib_refine(x, enc, gens[l], refine, batch=batch, precision=opts.precision,
-                                       on_step=advance).images
+                res = lib_refine(x, enc, gens[l], refine, batch=batch, precision=opts.precision,
+                                 on_step=advance)
+            recons[l], codes[l] = res.images, res.codes
+        elif method == "generator" and save_code is not None:
+            from ..inference import decode
+            codes[l] = encode_batched(enc, x, l, batch, precision=opts.precision)
+            recons[l] = torch.cat([decode(gens[l], codes[l][i:i + batch], precision=opts.precision)
+                                   for i in range(0, len(x), batch)]).cpu()
         elif method == "generator":
             recons[l] = lib_invert(x, enc, gens[l], batch=batch, precision=opts.precision).cpu()
         else:
@@ -139,15 +174,20 @@ def invert(
                                     init=None if start is None else start[i:i + batch],
                                     on_step=lambda _s, _l, n=len(target[i:i + batch]): advance(n))
                     for i in range(0, len(x), batch)]).cpu()
+    from ..utils import all_or_nothing
     if files:
         outdir.mkdir(parents=True, exist_ok=True)
-        from ..utils import all_or_nothing
         with all_or_nothing():  # every file, or none (a full disk, a non-finite result)
             for (l, i), f in files.items():
                 save_image(recons[l][i], f)
+            if save_code is not None:
+                write_codes(save_code, codes, enc, names, refine)
         written = [str(f) for f in files.values()]
     elif single:
-        save_image(recons[layers[0]][0], path)
+        with all_or_nothing():
+            save_image(recons[layers[0]][0], path)
+            if save_code is not None:
+                write_codes(save_code, codes, enc, names, refine)
         written = [str(path)]
     else:
         cells, caps, row_labels = [], [], []
@@ -159,13 +199,19 @@ def invert(
         grid = make_grid(_pad_blocks(cells, len(names), ncols, len(layers) + 1), ncols=min(ncols, len(names)),
                          captions=_pad_blocks(caps, len(names), ncols, len(layers) + 1, fill=""),
                          row_labels=row_labels)
-        save_image(grid, path)
+        with all_or_nothing():
+            save_image(grid, path)
+            if save_code is not None:
+                write_codes(save_code, codes, enc, names, refine)
         written = [str(path)]
+    if save_code is not None:
+        say(opts, f"codes: {save_code}")
     if str(path) == "-":
         return
     if opts.json:
         print_json({"output": written[0] if not files else str(outdir), "outputs": written, "images": names,
                     "layers": layers, "method": method, "refine": refine,
+                    **({"code": str(save_code)} if save_code is not None else {}),
                     **({"init": init} if method == "optimize" else {})})
     else:
         for w in written:
@@ -199,3 +245,107 @@ def _pad_blocks(cells: list, n: int, ncols: int, rows: int, fill=None) -> list:
     for r in range(rows):
         padded += last[r * short:(r + 1) * short] + [fill] * (ncols - short)
     return cells[:full] + padded
+
+
+# ----------------------------------------------------------------------------- saved codes
+# A code file is a deepsim safetensors checkpoint of kind "code": one (N, *shape) float32 tensor
+# per layer (named by the layer), the encoder and its sha256, and the image names in order.
+
+def _check_code_suffix(path: Optional[Path]) -> None:
+    if path is not None and path.suffix.lower() != ".safetensors":
+        from ..errors import UsageError
+        raise UsageError(f"codes are saved as safetensors: name the file *.safetensors, not {path.name}")
+
+
+def write_codes(path: Path, codes: dict, enc, names: list[str], refine: int = 0, **extra: str) -> None:
+    """Save `codes` ({layer: (N, *shape) tensor}) as a kind='code' checkpoint."""
+    import json
+
+    from ..checkpoint import save_checkpoint
+    save_checkpoint(path, {l: c.float().contiguous() for l, c in codes.items()}, kind="code",
+                    encoder=enc.name, layer=",".join(codes), encoder_sha256=enc.sha256,
+                    extra={"names": json.dumps(names), "refine_steps": str(refine), **extra})
+
+
+def read_codes(path: Path) -> tuple[dict, list[str], str, str]:
+    """({layer: codes}, names, encoder, encoder_sha256) of a file written by write_codes."""
+    import json
+
+    from ..checkpoint import load_checkpoint
+    from ..errors import UsageError
+    ck = load_checkpoint(path, kind="code")
+    n = {len(t) for t in ck.tensors.values()}
+    try:
+        names = json.loads(ck.extra.get("names", "[]"))
+    except ValueError:
+        names = []
+    if not ck.tensors or len(n) != 1 or not all(t.is_floating_point() and t.isfinite().all()
+                                                for t in ck.tensors.values()):
+        raise UsageError(f"{path}: not a usable code file (expected finite float tensors of one batch size)")
+    count = n.pop()
+    if not (isinstance(names, list) and len(names) == count):
+        names = [f"code{i}" for i in range(count)]
+    return dict(ck.tensors), [str(x) for x in names], ck.encoder, ck.encoder_sha256
+
+
+def _invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, ncols, no_clobber, batch, device,
+                  seed, json_out, quiet, save_code) -> None:
+    """`deepsim invert --code FILE`: decode saved codes (refined further with --refine)."""
+    import torch
+
+    from ..errors import UsageError
+    from ..images import make_grid, save_image
+    from ..inference import decode
+    from ..utils import all_or_nothing
+
+    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
+    dev = setup(opts)
+    codes, names, code_encoder, code_sha = read_codes(code)
+    enc = load_encoder(code_encoder or encoder, encoder_weights, dev)
+    if code_sha and enc.sha256 and code_sha != enc.sha256:
+        from ..utils import warn
+        warn(f"{code} was saved with other {enc.name} weights (sha256 {code_sha[:12]}…, these are "
+             f"{enc.sha256[:12]}…): the codes may not decode as they did")
+    layers = list(codes)
+    enc.check_layers(layers)
+    if weights is not None and len(layers) > 1:
+        raise UsageError("--weights names one generator, but the code file holds several layers")
+    recons, refined = {}, {}
+    for l in layers:
+        gen = load_gen(enc, l, weights, dev)
+        want = tuple(gen.G.cfg.in_shape)
+        if tuple(codes[l].shape[1:]) != want:
+            raise UsageError(f"{code}: the {l} codes have shape {tuple(codes[l].shape[1:])}, "
+                             f"the generator takes {want}")
+        if refine:
+            from ..refine import refine as lib_refine
+            with progress_bar(opts, refine * len(names), f"refining {l}") as advance:
+                res = lib_refine(codes[l], enc, gen, refine, batch=batch, precision=opts.precision, on_step=advance)
+            recons[l], refined[l] = res.images, res.codes
+        else:
+            recons[l] = torch.cat([decode(gen, codes[l][i:i + batch], precision=opts.precision)
+                                   for i in range(0, len(names), batch)]).cpu()
+    stem = Path(code).stem
+    how = f"refine{refine}" if refine else ""
+    path = output_path(out, f"{result_name(stem, *layers, how)}.png", opts)
+    check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    if save_code is not None:
+        claim_output(opts, save_code)
+    if len(names) == 1 and len(layers) == 1:
+        img = recons[layers[0]][0]
+    else:
+        cells = [recons[l][i] for l in layers for i in range(len(names))]
+        caps = [f"{names[i]}\n{l}" for l in layers for i in range(len(names))]
+        cols = min(ncols, len(names))
+        img = make_grid(cells, ncols=cols, captions=caps)
+    with all_or_nothing():
+        save_image(img, path)
+        if save_code is not None:
+            write_codes(save_code, refined if refine else codes, enc, names, refine)
+    if str(path) == "-":
+        return
+    if opts.json:
+        print_json({"output": str(path), "outputs": [str(path)], "images": names, "layers": layers,
+                    "code": str(code), "refine": refine})
+    else:
+        typer.echo(str(path))

@@ -104,6 +104,10 @@ def visualize(
     no_bounds: Annotated[bool, typer.Option("--no-bounds", help="Do not clip the code.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="With --compute-bounds: replace the shipped generator's bounds file.")] = False,
+    save_code: Annotated[Optional[Path], typer.Option(
+        "--save-code", metavar="FILE.safetensors", show_default=False,
+        help="Also save the optimised codes (one per unit and seed); `deepsim invert --code FILE` "
+             "decodes them again.")] = None,
     out: OutOpt = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
@@ -214,6 +218,10 @@ def visualize(
     if save_every and str(path) != "-":
         claim_output(opts, path.with_suffix(".gif"))
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    if save_code is not None:
+        from .invert import _check_code_suffix
+        _check_code_suffix(save_code)
+        claim_output(opts, save_code)
     outputs = {"grid": str(path)}
     from .. import provenance
     provenance.note(results=results)
@@ -223,6 +231,11 @@ def visualize(
             gpath_ = path.with_suffix(".gif")
             save_gif(frames, gpath_, duration_ms=120, captions=fcaps)
             outputs["gif"] = str(gpath_)
+        if save_code is not None:
+            from .invert import write_codes
+            write_codes(save_code, {code_layer: torch.cat([r.code for r in runs])}, alex,
+                        [f"{r['label']} seed {r['seed']}" for r in results])
+            outputs["code"] = str(save_code)
     if opts.json:
         print_json({**outputs, "layer": layer, "encoder": encoder, "results": results})
     elif str(path) != "-":
