@@ -224,3 +224,24 @@ def test_save_code_and_decode_it_again(cli, tiny_gen_file, error_line):
     assert r.exit_code == 2 and not Path("e.png").exists()
     r = cli("invert", "-o", "e.png")
     assert r.exit_code == 2 and "no input images" in error_line(r)
+
+
+def test_sample_outdir_feeds_neighbors_the_papers_memorisation_check(cli, error_line):
+    import json
+
+    r = cli("sample", "--n", "3", "--seed", "2", "--outdir", "samples")
+    assert r.exit_code == 0, r.stderr
+    files = sorted(Path("samples").iterdir())
+    assert [f.name for f in files] == [f"samples-seed2-{i:03d}.png" for i in range(3)]
+    assert r.stdout.split() == [str(f) for f in files]
+    r = cli("neighbors", "samples", "--data", str(IMAGES), "--space", "image", "--size", "32", "--k", "1",
+            "-o", "nn.png", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert [q["query"] for q in json.loads(r.stdout)["results"]] == [f.stem for f in files]
+    r = cli("sample", "--n", "9", "--ncols", "3", "-o", "grid.png")
+    assert r.exit_code == 0, r.stderr
+    from PIL import Image
+    w, h = Image.open("grid.png").size
+    assert abs(w - h) < 0.3 * w  # 3 × 3, not one row of 9
+    assert "not both" in error_line(cli("sample", "--n", "2", "--outdir", "s2", "-o", "x.png"))
+    assert not Path("s2").exists()
