@@ -245,3 +245,17 @@ def test_sample_outdir_feeds_neighbors_the_papers_memorisation_check(cli, error_
     assert abs(w - h) < 0.3 * w  # 3 × 3, not one row of 9
     assert "not both" in error_line(cli("sample", "--n", "2", "--outdir", "s2", "-o", "x.png"))
     assert not Path("s2").exists()
+
+
+def test_readme_examples_use_only_files_that_ship():
+    """README code blocks name no data outside the repository, and every examples/ path exists."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    blocks = "\n".join(re.findall(r"```(?:bash|python)\n(.*?)```", text, flags=re.S))
+    assert blocks and "../shared" not in blocks
+    paths = set(re.findall(r"(examples/[\w./-]+)", blocks))
+    assert {"examples/kodak24", "examples/images/chelsea.jpg"} <= {p.rstrip("/") for p in paths}
+    for p in paths:
+        assert (REPO / p.rstrip("/")).exists(), p
+    assert len(list((REPO / "examples" / "kodak24").glob("*.jpg"))) == 24
