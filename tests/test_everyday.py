@@ -259,3 +259,25 @@ def test_readme_examples_use_only_files_that_ship():
     for p in paths:
         assert (REPO / p.rstrip("/")).exists(), p
     assert len(list((REPO / "examples" / "kodak24").glob("*.jpg"))) == 24
+
+
+def test_train_progress_fits_80_columns_with_a_real_eta():
+    import io
+
+    from rich.console import Console
+
+    from deepsim_cli.cli.train import eta_text, train_progress
+    assert eta_text(0, 0, 100, 0.0) == "eta –"
+    assert eta_text(10, 0, 100, 30.0) == "eta 0:04:30"              # 90 steps left at 3 s/step
+    assert eta_text(510, 500, 600, 10.0) == "eta 0:01:30"           # resumed at 500: only this run's rate
+    assert eta_text(10, 0, 100, 30.0, time_limit=60.0) == "eta 0:00:30"  # --time-limit stops it sooner
+    buf = io.StringIO()
+    con = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    losses = "total 1.575 · feat 0.7576 · adv 2.393 · img 0.3847 · discr 0.5527 · D paused · 25.7 img/s"
+    p = train_progress(con)
+    t = p.add_task("train pool5", total=100000, completed=1150, losses=losses, eta=eta_text(1150, 0, 100000, 600))
+    with con.capture() as cap:
+        con.print(p.make_tasks_table([p.tasks[t]]))
+    (line,) = [ln for ln in cap.get().splitlines() if ln.strip()]
+    assert len(line) <= 80 and "train pool5" in line and "1150/100000" in line
+    assert "eta 14:19:34" in line and "total 1.5" in line and line.rstrip().endswith("…")

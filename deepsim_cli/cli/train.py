@@ -211,12 +211,39 @@ def train(
         typer.echo(str(gen_path))
 
 
+def train_progress(console, *, disable: bool = False):
+    """The training bar: description, a short bar, step/total, elapsed, our own ETA (steps left at
+    the rate since this run started, capped by --time-limit), then the losses, which are the column
+    cut short (…) on a narrow terminal rather than the bar and the ETA."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Column
+
+    return Progress(
+        TextColumn("{task.description}", table_column=Column(no_wrap=True)),
+        BarColumn(bar_width=12), MofNCompleteColumn(table_column=Column(no_wrap=True)),
+        TimeElapsedColumn(table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[eta]}", table_column=Column(no_wrap=True)),
+        TextColumn("{task.fields[losses]}", table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),
+        console=console, disable=disable, transient=True, expand=True,
+    )
+
+
+def eta_text(step: int, start: int, total: int, elapsed: float, time_limit: float | None = None) -> str:
+    """'eta H:MM:SS' from the steps done since this run started (a resumed run does not count the
+    earlier ones), capped by the time left of --time-limit; 'eta –' before the first step."""
+    done = step - start
+    if done <= 0 or elapsed <= 0:
+        return "eta –"
+    left = max(0, total - step) * elapsed / done
+    if time_limit is not None:
+        left = min(left, max(0.0, time_limit - elapsed))
+    s = int(round(left))
+    return f"eta {s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool, device: str,
                  show_progress: bool) -> tuple[Path, dict[str, Any]]:
     """Call training.train with a Rich progress bar on stderr; Ctrl-C → exit 130 with a resume hint."""
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
     from ..checkpoint import read_metadata
     from ..training import train as train_run
     from ..utils import resolve_device, seed_everything
@@ -233,25 +260,23 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool, device: str,
     show = show_progress and rank0
     live = show and con.is_terminal
     # transient: an error or Ctrl-C leaves only its one diagnostic line on screen
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[losses]}"),
-        console=con, disable=not live, transient=True,
-    )
+    progress = train_progress(con, disable=not live)
     t0 = time.time()
 
     def on_step(step: int, stats: dict[str, Any]) -> None:
         last.clear()
         last.update(stats)
+        eta = eta_text(step, start, cfg.steps, time.time() - t0, cfg.time_limit)
         if live:
-            progress.update(task, completed=step, description=f"train {cfg.layer}", losses=_fmt_stats(stats))
+            progress.update(task, completed=step, description=f"train {cfg.layer}", losses=_fmt_stats(stats),
+                            eta=eta)
         elif show:  # not a terminal (a log file, CI): plain lines instead of a redrawn bar
-            con.print(f"step {step}/{cfg.steps} · {_fmt_stats(stats)}", markup=False, soft_wrap=True)
+            con.print(f"step {step}/{cfg.steps} · {_fmt_stats(stats)} · {eta}", markup=False, soft_wrap=True)
 
     try:
         with progress:
             task = progress.add_task(f"preparing {cfg.layer}", total=cfg.steps,
-                                     completed=min(start, cfg.steps), losses="")
+                                     completed=min(start, cfg.steps), losses="", eta="eta –")
             gen = train_run(cfg, run_dir=run_dir, resume=resume, device=dev, on_step=on_step)
     except KeyboardInterrupt:
         if state.is_file():
