@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
-from deepsim_cli.images import save_grid  # noqa: E402
+from deepsim_cli.figures import save_grid  # noqa: E402
 from deepsim_cli.inference import invert, load_generator  # noqa: E402
 from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance  # noqa: E402
 

@@ -86,7 +86,8 @@ def main() -> None:
     if a.json:
         a.json.write_text(json.dumps({"data": a.data, "layer": gen.layer, "refine": kw, "rows": rows}, indent=1))
     if a.figure:
-        from deepsim_cli.images import make_grid, save_image
+        from deepsim_cli.figures import make_grid
+        from deepsim_cli.images import save_image
         from deepsim_cli.refine import refine
         idx = torch.linspace(0, len(x) - 1, 8).long()
         xs = x[idx]

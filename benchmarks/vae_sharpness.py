@@ -22,7 +22,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from deepsim_cli.data import load_array, to_float  # noqa: E402
-from deepsim_cli.images import make_grid, save_image  # noqa: E402
+from deepsim_cli.figures import make_grid  # noqa: E402
+from deepsim_cli.images import save_image  # noqa: E402
 from deepsim_cli.inference import load_vae, sample  # noqa: E402
 
 

@@ -6,7 +6,7 @@ device and precision, the deepsim / torch / torchvision / Python versions, each 
 (path and sha256), and the figures the command printed (`note()`). Running the recorded argv again
 reproduces the image (same pixels; tests/test_everyday.py checks it).
 
-The CLI opens a record per command (`begin`); the library writers (images.save_image / save_gif)
+The CLI opens a record per command (`begin`); the library writers (images.save_image / figures.save_gif)
 embed the current one, so library users get none unless they call `begin` themselves. No torch at
 import.
 """

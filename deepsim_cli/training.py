@@ -421,7 +421,8 @@ class Trainer:
         return stats
 
     def save_grid(self, x: torch.Tensor, path: Path) -> None:
-        from .images import make_grid, save_image
+        from .figures import make_grid
+        from .images import save_image
         self.G.eval()
         with torch.no_grad():
             if self.cfg.model == "inverter":

@@ -190,7 +190,8 @@ def test_save_image_and_gif_failures_leave_nothing(tmp_path, fail_writes, code):
     import torch
 
     from deepsim_cli.errors import WriteError
-    from deepsim_cli.images import save_gif, save_image
+    from deepsim_cli.figures import save_gif
+    from deepsim_cli.images import save_image
     fail_writes(".png", code)
     fail_writes(".gif", code)
     x = torch.zeros(3, 8, 8)
@@ -347,7 +348,8 @@ def test_all_or_nothing_takes_back_renames(tmp_path, monkeypatch):
 def test_make_grid_and_save_refuse_non_finite_images(tmp_path):
     import torch
 
-    from deepsim_cli.images import NonFiniteImage, make_grid, save_gif, save_image
+    from deepsim_cli.figures import make_grid, save_gif
+    from deepsim_cli.images import NonFiniteImage, save_image
     good, bad = torch.zeros(3, 8, 8), torch.zeros(3, 8, 8)
     bad[0, 0, 0] = float("nan")
     inf = torch.full((3, 8, 8), float("inf"))

@@ -45,7 +45,8 @@ def interpolate(
       deepsim interpolate a.jpg b.jpg --layer pool5 --slerp --pingpong -o morph.png
     """
     precheck([], encoder, [layer], single=[image_a, image_b])  # answers typos before torch loads
-    from ..images import make_grid, save_gif, save_image
+    from ..figures import make_grid, save_gif
+    from ..images import save_image
     from ..inference import interpolate as lib_interpolate
     from ..utils import all_or_nothing
 

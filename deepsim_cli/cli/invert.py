@@ -99,7 +99,8 @@ def invert(
     precheck(images, encoder, parse_layers(layer))  # answers typos before torch loads
     import torch
 
-    from ..images import make_grid, save_image
+    from ..figures import make_grid
+    from ..images import save_image
     from ..inference import invert as lib_invert
     from ..inference import optimize_invert
     from ..metrics import encode_batched
@@ -294,7 +295,8 @@ def _invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, nco
     import torch
 
     from ..errors import UsageError
-    from ..images import make_grid, save_image
+    from ..figures import make_grid
+    from ..images import save_image
     from ..inference import decode
     from ..utils import all_or_nothing
 

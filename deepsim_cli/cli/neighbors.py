@@ -50,7 +50,8 @@ def neighbors(
     import torch
 
     from ..data import load_array, to_float
-    from ..images import make_grid, save_image
+    from ..figures import make_grid
+    from ..images import save_image
     from ..inference import nearest_neighbors
     from ..metrics import encode_batched
 

@@ -50,7 +50,8 @@ def reencode(
     precheck(images, encoder, [layer])  # answers typos before torch loads
     import torch
 
-    from ..images import make_grid, save_gif, save_image
+    from ..figures import make_grid, save_gif
+    from ..images import save_image
     from ..inference import reencode as lib_reencode
     from ..utils import all_or_nothing
 

@@ -54,7 +54,8 @@ def sample(
     """
     precheck(single=[from_image])  # answers typos (and a folder for --from) before torch loads
     from ..errors import UsageError
-    from ..images import make_grid, save_gif, save_image
+    from ..figures import make_grid, save_gif
+    from ..images import save_image
     from ..inference import great_circle, load_vae, posterior_samples, sample as lib_sample
     from ..utils import all_or_nothing
 

@@ -139,7 +139,8 @@ def visualize(
 
     from ..data import load_array
     from ..errors import UsageError
-    from ..images import make_grid, save_gif, save_image
+    from ..figures import make_grid, save_gif
+    from ..images import save_image
     from ..inference import shipped_generator_path
     from ..utils import all_or_nothing
     from ..metrics import encode_batched
