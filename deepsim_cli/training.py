@@ -208,7 +208,7 @@ class Trainer:
 
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
-        saved = TrainConfig.from_dict(ck.config)
+        saved = TrainConfig.from_dict(ck.config, what=str(self.state_path()))
         fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "upsample", "fc_dims", "vae_encoder",
                  "d_width", "d_cond", "seed", "batch", "latent_dim")
         diff = [k for k in fixed if getattr(saved, k) != getattr(self.cfg, k)]
@@ -485,6 +485,7 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
         on_step: called as on_step(step, stats) after every logged step.
         images: optional preloaded (N, S, S, 3) uint8 images (skips decoding cfg.data).
     """
+    cfg.validate()
     device = maybe_init_distributed(torch.device(device))
     run_dir = Path(run_dir)
     rank, world, _ = _dist_info()

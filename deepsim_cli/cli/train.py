@@ -193,7 +193,7 @@ def train(
     )
     if resume and (out / "config.json").is_file():
         try:
-            base = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+            base = TrainConfig.from_dict(json.loads((out / "config.json").read_text()), what=str(out / "config.json"))
         except (json.JSONDecodeError, TypeError) as e:
             raise UsageError(f"cannot read {out / 'config.json'}: {e}") from None
     else:
