@@ -3,7 +3,7 @@ generator alone and Mahendran & Vedaldi optimisation, on held-out photos: Table-
 error, PSNR/SSIM/LPIPS, MobileNetV2 recognition and spread, and seconds per image on this machine.
 
     python benchmarks/refine.py --data ../shared/data/photos-eval.tar --layer pool5 \\
-        [--n 92] [--steps 10,30,100] [--lr 0.2] [--also conv3|none] [--anchor 0] [--mv-steps 0] [--json out.json]
+        [--n 92] [--seed 0] [--steps 10,30,100] [--lr 0.2] [--also conv3|none] [--anchor 0] [--mv-steps 0] [--json out.json]
     python benchmarks/refine.py ... --figure benchmarks/figures/refine_pool5.png   # 8 photos: original / G / refined
 """
 
@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, help="write original / generator / refined rows for 8 photos")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="which --n images (a random sample stratified by class)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -52,7 +53,7 @@ def main() -> None:
     gen = load_generator(a.weights or shipped_generator_path(a.layer), dev, encoder=enc)
     judge = build_encoder("mobilenet_v2", None, dev)
     lp = None if a.no_lpips else LPIPSAlex(dev, precision=a.precision)
-    arr, names = load_array(a.data, gen.image_size, limit=a.n)
+    arr, names = load_array(a.data, gen.image_size, sample=(a.n, a.seed))  # stratified by class, as deepsim eval --n
     x = to_float(torch.from_numpy(arr))
     kw = {"anchor": a.anchor}
     if a.also is not None:
