@@ -1,4 +1,4 @@
-"""DGN-AM targets (issue 6): is the synthesized image the class for AlexNet, and is it
+"""DGN-AM targets: is the synthesized image the class for AlexNet, and is it
 recognisable to an independent network?
 
 For N random ImageNet classes (fixed by --pick-seed) × seeds 0..S-1, maximise AlexNet's fc8 unit

@@ -1,4 +1,4 @@
-"""DeePSiM VAE vs squared-error VAE (issue 7, paper Fig. 8): samples side by side, and sharpness
+"""DeePSiM VAE vs squared-error VAE (paper Fig. 8): samples side by side, and sharpness
 as numbers: mean gradient magnitude (finite differences, per pixel, on [0, 1] images), the share
 of spectral energy above a quarter of the sampling frequency, and the share in the 1/16–1/5 band
 (edges and texture, below the up-sampling checkerboard frequencies that inflate the other two), for

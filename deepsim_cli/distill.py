@@ -1,10 +1,11 @@
 """Distil AlexNet's classifier head (fc6, fc7, fc8 — torchvision's exact shapes) from the
 MobileNetV2 teacher, on top of the frozen genuine AlexNet conv layers.
 
-The original fc weights are not available offline (DESIGN.md), so the head is trained here to
+The original fc weights are not available offline (only torchvision's conv layers were converted:
+weights/README.md), so the head is trained here to
 match the teacher's softened class distribution on augmented views of the shared training
 images, optionally plus DeepInversion images (Yin et al. 2020) the teacher synthesizes for
-classes the real data lacks. `deepsim distill` is the CLI; tools/device_job.sh the GPU recipe.
+classes the real data lacks. `deepsim distill` is the CLI; tools/device_job.py the GPU recipe.
 """
 
 from __future__ import annotations

@@ -123,22 +123,22 @@ class Trainer:
                 self.encoder.check_layers(["fc6"])
         kind = "fc" if len(shape) == 1 else "conv"
         bridge: tuple[int, ...] = ()
-        icfg = generator_config(init) if init is not None else None
+        init_gcfg = generator_config(init) if init is not None else None
         # continuing a generator of the same layer (a later session): it keeps its architecture,
         # its bridge included, and its steps count towards the exported total
         continuing = init is not None and cfg.model == "inverter" and init.layer == cfg.layer
         if continuing:
-            bridge = tuple(icfg.bridge)
+            bridge = tuple(init_gcfg.bridge)
         elif init is not None and kind == "fc":
-            if init.encoder == cfg.encoder and icfg.kind == "conv":
-                bridge, self.bridge_layer = icfg.in_shape, init.layer
+            if init.encoder == cfg.encoder and init_gcfg.kind == "conv":
+                bridge, self.bridge_layer = init_gcfg.in_shape, init.layer
             elif cfg.model == "vae":
                 raise UsageError(f"--init-generator {cfg.init_generator}: a VAE decoder starts "
                                  f"from a conv-layer (pool5) generator of {cfg.encoder}")
         self.prior_steps = init.train_steps if continuing else 0
         self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
                                     tuple(cfg.fc_dims) if kind == "fc" else (), bridge,
-                                    icfg.upsample if icfg is not None and (continuing or bridge) else cfg.upsample)
+                                    init_gcfg.upsample if init_gcfg is not None and (continuing or bridge) else cfg.upsample)
         if cfg.model == "inverter":
             self.G: torch.nn.Module = Generator(self.gcfg).to(device)
             cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
@@ -171,11 +171,11 @@ class Trainer:
         from a conv-layer generator of the same encoder (fc7 from pool5): its stem and up-stack are
         copied and the bridge is fitted first (`bridge_steps`)."""
         from .checkpoint import load_state_dict_strict
-        icfg = generator_config(ck)
+        init_gcfg = generator_config(ck)
         if self.bridge_layer is not None:
-            if (icfg.out_size, icfg.width) != (self.gcfg.out_size, self.gcfg.width):
-                raise UsageError(f"--init-generator {path} makes {icfg.out_size} px images at width "
-                                 f"{icfg.width}; set --image-size {icfg.out_size} --g-width {icfg.width}")
+            if (init_gcfg.out_size, init_gcfg.width) != (self.gcfg.out_size, self.gcfg.width):
+                raise UsageError(f"--init-generator {path} makes {init_gcfg.out_size} px images at width "
+                                 f"{init_gcfg.width}; set --image-size {init_gcfg.out_size} --g-width {init_gcfg.width}")
             G = self.G.decoder if self.cfg.model == "vae" else self.G
             own = G.state_dict()
             tensors = {k: v for k, v in ck.tensors.items() if not k.startswith("bridge.")}
@@ -185,7 +185,7 @@ class Trainer:
         if ck.layer != self.cfg.layer or ck.encoder != self.cfg.encoder:
             raise UsageError(f"--init-generator {path} inverts {ck.encoder}:{ck.layer}, "
                              f"not {self.cfg.encoder}:{self.cfg.layer}")
-        if icfg != self.gcfg:
+        if init_gcfg != self.gcfg:
             raise UsageError(f"--init-generator {path} has another architecture than this run "
                              f"(check --image-size, --g-width, --fc-dims)")
         load_state_dict_strict(self.G, ck.tensors, f"generator {path}")
@@ -284,11 +284,11 @@ class Trainer:
             out.append(self.encoder(x, [self.feat_layer])[self.feat_layer].half().cpu())
         return torch.cat(out)
 
-    def bridge_step(self, x: torch.Tensor, y: torch.Tensor | None, ac) -> dict[str, Any]:
+    def bridge_step(self, x: torch.Tensor, y: torch.Tensor | None, amp_ctx) -> dict[str, Any]:
         """Fit only the bridge of an fc G started from a conv-layer G: predict E(x) at the
         conv layer from the fc code (squared error / mean square of the target)."""
         cfg = self.cfg
-        with torch.no_grad(), ac:
+        with torch.no_grad(), amp_ctx:
             layers = [self.bridge_layer] + ([] if y is not None else [self.feat_layer])
             feats = self.encoder(x, layers)
             y = (y.to(self.device) if y is not None else feats[self.feat_layer]).float()
@@ -297,7 +297,7 @@ class Trainer:
         quiet = self.G_ddp.no_sync() if isinstance(self.G_ddp, DDP) else contextlib.nullcontext()
         stats: dict[str, Any] = {}
         with quiet:
-            with ac:
+            with amp_ctx:
                 if cfg.model == "vae":  # the VAE in pool5 space: heads + bridge, with the KL term
                     mu, logvar = self.G.encode_features(y)
                     pred = self.G.decoder.bridge(self.G.reparameterize(mu, logvar)).float()
@@ -342,10 +342,10 @@ class Trainer:
         """One D update (unless paused) and one G update on images x (and cached features y)."""
         cfg, w = self.cfg, self.current_weights()
         torch.manual_seed(rng_seed(cfg.seed * 1_000_003 + self.step))  # dropout / VAE noise: a function of step
-        ac = autocast(self.device, self.precision)
+        amp_ctx = autocast(self.device, self.precision)
         if self.bridge_layer is not None and self.step < cfg.bridge_steps:
-            return self.bridge_step(x, y, ac)
-        with torch.no_grad(), ac:
+            return self.bridge_step(x, y, amp_ctx)
+        with torch.no_grad(), amp_ctx:
             c_real = None
             if y is not None:
                 y = y.to(self.device).float()
@@ -358,7 +358,7 @@ class Trainer:
                 c_real = feats[self.comp_layer].float() if shared else None
             if w.feat and c_real is None:
                 c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float()
-        with ac:
+        with amp_ctx:
             if cfg.model == "inverter":
                 fake = self.G_ddp(y)
                 mu = logvar = None
@@ -368,14 +368,14 @@ class Trainer:
         y = y if cfg.model == "inverter" else None  # D is conditioned on the inverted features only
         l_discr = None
         if w.adv and not self.d_paused:
-            with ac:
+            with amp_ctx:
                 d_real = self.D_ddp(x, y)
                 d_fake = self.D_ddp(fake.detach(), y)
             l_discr = discr_loss(d_real, d_fake)
             self.optD.zero_grad(set_to_none=True)
             l_discr.backward()
             self.optD.step()
-        with ac:
+        with amp_ctx:
             c_fake = self.comparator(fake, [self.comp_layer])[self.comp_layer] if w.feat else None
             d_fake_g = None
             if w.adv:
@@ -389,7 +389,7 @@ class Trainer:
             total = total + cfg.w_kl * kl
             parts["kl"] = float(kl.detach())
         if l_discr is None and w.adv:
-            with torch.no_grad(), ac:
+            with torch.no_grad(), amp_ctx:
                 l_discr = discr_loss(self.D(x, y), self.D(fake.detach(), y))
         if not torch.isfinite(total):
             raise NonFiniteLoss(f"non-finite loss at step {self.step} ({parts}); "

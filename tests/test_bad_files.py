@@ -1,4 +1,4 @@
-"""Unreadable files inside a folder (issue 19 item 14): skipped with one warning line each and a
+"""Unreadable files inside a folder: skipped with one warning line each and a
 count, an error only when nothing readable is left; `--strict` stops at the first one. A file named
 on its own stays an error."""
 

@@ -1,4 +1,4 @@
-"""Everyday use (issue 24): progress on long jobs, an unbiased `eval --n`."""
+"""Everyday use: progress on long jobs, an unbiased `eval --n`."""
 
 from __future__ import annotations
 

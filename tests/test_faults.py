@@ -1,4 +1,4 @@
-"""Bad input that used to crash, hang, run forever or print Python's own text (issue 19): every case is
+"""Bad input that used to crash, hang, run forever or print Python's own text: every case is
 a one-line `error: …` on stderr with exit 2 (Click's own range errors: exit 2, no traceback) and no
 output file. CLI through Typer's CliRunner, as in test_cli.py; library checks beside them."""
 

@@ -1,4 +1,4 @@
-"""Output-side faults and error style (issue 19, items 1, 4, 5, 6, 10, 13): a failed write (full disk,
+"""Output-side faults and error style: a failed write (full disk,
 file too large, I/O error) is exit 1 with one line naming the file and leaves nothing under the final
 name; commands that write two files write both or neither; non-finite results are never written; a
 broken $DEEPSIM_CACHE is a warning, not a failure; tampered weights metadata is one usage-error line;

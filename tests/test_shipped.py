@@ -50,7 +50,7 @@ def test_quick_start_command(tmp_path, monkeypatch):
 
 def test_shipped_alexnet_classifies_the_examples():
     """The distilled head (v1, weights/alexnet-head-v1.safetensors.index.json): chelsea is a cat, coffee an espresso or
-    cup, within the top-5 (issue 3), and the conv layers are the genuine ones."""
+    cup, within the top-5, and the conv layers are the genuine ones."""
     import torch
 
     from deepsim_cli.checkpoint import load_checkpoint
@@ -72,7 +72,7 @@ def test_shipped_alexnet_classifies_the_examples():
 
 
 def test_shipped_vae_keeps_each_image_and_samples_deterministically(tmp_path, monkeypatch):
-    """weights/vae-deepsim.safetensors (issue 7): in the shipped AlexNet's fc6 space (cosine), the
+    """weights/vae-deepsim.safetensors: in the shipped AlexNet's fc6 space (cosine), the
     decoded posterior mean of each example photo is nearest to that photo, and nearer than any of
     32 prior samples (a collapsed posterior fails both: measured on a run that blew up); and
     `deepsim sample` with the default weights writes the same grid twice for one seed."""

@@ -1,4 +1,4 @@
-"""A built wheel installed outside the checkout works (issue 23, item 3): the manifest travels as
+"""A built wheel installed outside the checkout works: the manifest travels as
 package data, the weights come from $DEEPSIM_WEIGHTS or from the user cache filled by
 `deepsim weights download` (from a local HTTP server), and `deepsim invert` runs from another folder."""
 

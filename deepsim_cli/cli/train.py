@@ -50,7 +50,7 @@ def _fmt_stats(stats: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-def _h(text: str, default: Any) -> str:
+def _with_default(text: str, default: Any) -> str:
     # Typer renders a string show_default as "(value)"; this keeps its usual look
     return f"{text} [dim]\\[default: {default}][/dim]"
 
@@ -62,13 +62,13 @@ def train(
         help="Training images: a folder (searched recursively), a tar file or an image; repeatable.")] = None,
     layer: Annotated[Optional[str], typer.Option(
         "--layer", "-l", metavar="LAYER", callback=lower_name, show_default=False,
-        help=_h("Encoder layer whose features G inverts (see `deepsim layers`).", _D.layer))] = None,
+        help=_with_default("Encoder layer whose features G inverts (see `deepsim layers`).", _D.layer))] = None,
     encoder: Annotated[Optional[str], typer.Option(
-        "--encoder", "-e", metavar="NAME", show_default=False, help=_h("Encoder.", _D.encoder))] = None,
+        "--encoder", "-e", metavar="NAME", show_default=False, help=_with_default("Encoder.", _D.encoder))] = None,
     encoder_weights: EncoderWeightsOpt = None,
     comparator: Annotated[Optional[str], typer.Option(
         "--comparator", metavar="ENCODER:LAYER", show_default=False,
-        help=_h("Feature-loss network and layer.", _D.comparator))] = None,
+        help=_with_default("Feature-loss network and layer.", _D.comparator))] = None,
     comparator_size: Annotated[Optional[int], typer.Option(
         "--comparator-size", min=16, show_default=False,
         help="Side the comparator sees (default: its native 224; the image size is ~5x cheaper on a CPU).")] = None,
@@ -80,72 +80,72 @@ def train(
         help="Run folder [dim]\\[default: runs/<layer>-<timestamp>][/dim].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out.")] = False,
     model: Annotated[Optional[ModelChoice], typer.Option(
-        "--model", show_default=False, help=_h("inverter: G(features) → image; vae: the VAE baseline.", _D.model))] = None,
+        "--model", show_default=False, help=_with_default("inverter: G(features) → image; vae: the VAE baseline.", _D.model))] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, show_default=False,
-                                                 help=_h("Total optimizer steps.", _D.steps))] = None,
+                                                 help=_with_default("Total optimizer steps.", _D.steps))] = None,
     batch: Annotated[Optional[int], typer.Option("--batch", "-b", min=1, show_default=False,
-                                                 help=_h("Batch size.", _D.batch))] = None,
+                                                 help=_with_default("Batch size.", _D.batch))] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", metavar="LR>=0", callback=nonneg_float,
                                                 show_default=False,
-                                                help=_h("Adam learning rate (G and D).", _D.lr))] = None,
+                                                help=_with_default("Adam learning rate (G and D).", _D.lr))] = None,
     loss: Annotated[Optional[LossChoice], typer.Option(
-        "--loss", show_default=False, help=_h("Which loss terms to use.", _D.loss))] = None,
+        "--loss", show_default=False, help=_with_default("Which loss terms to use.", _D.loss))] = None,
     w_feat: Annotated[Optional[float], typer.Option("--w-feat", metavar="W>=0", callback=nonneg_float,
                                                     show_default=False,
-                                                    help=_h("Weight of the feature loss.", _D.w_feat))] = None,
+                                                    help=_with_default("Weight of the feature loss.", _D.w_feat))] = None,
     w_adv: Annotated[Optional[float], typer.Option("--w-adv", metavar="W>=0", callback=nonneg_float,
                                                    show_default=False,
-                                                   help=_h("Weight of the adversarial loss.", _D.w_adv))] = None,
+                                                   help=_with_default("Weight of the adversarial loss.", _D.w_adv))] = None,
     w_img: Annotated[Optional[float], typer.Option("--w-img", metavar="W>=0", callback=nonneg_float,
                                                    show_default=False,
-                                                   help=_h("Weight of the image loss.", _D.w_img))] = None,
+                                                   help=_with_default("Weight of the image loss.", _D.w_img))] = None,
     img_warmup: Annotated[Optional[int], typer.Option(
         "--img-warmup", min=0, show_default=False,
-        help=_h("Warm start: this many image-loss-only steps, then as many steps ramping the feature and adversarial terms in.", _D.img_warmup))] = None,
+        help=_with_default("Warm start: this many image-loss-only steps, then as many steps ramping the feature and adversarial terms in.", _D.img_warmup))] = None,
     image_size: Annotated[Optional[int], typer.Option(
-        "--image-size", min=8, show_default=False, help=_h("Generator output / training crop size.", _D.image_size))] = None,
+        "--image-size", min=8, show_default=False, help=_with_default("Generator output / training crop size.", _D.image_size))] = None,
     load_size: Annotated[Optional[int], typer.Option(
         "--load-size", min=8, show_default=False,
-        help=_h("Images are decoded once at this size, then randomly cropped.", _D.load_size))] = None,
+        help=_with_default("Images are decoded once at this size, then randomly cropped.", _D.load_size))] = None,
     g_width: Annotated[Optional[float], typer.Option("--g-width", metavar="X>0", callback=positive_float,
                                                      show_default=False,
-                                                     help=_h("Generator width multiplier.", _D.g_width))] = None,
+                                                     help=_with_default("Generator width multiplier.", _D.g_width))] = None,
     upsample: Annotated[Optional[Literal["deconv", "resize"]], typer.Option(
         "--upsample", show_default=False,
-        help=_h("Generator up-sampling: deconv (the paper's 4x4 stride-2 transposed convs) or resize "
+        help=_with_default("Generator up-sampling: deconv (the paper's 4x4 stride-2 transposed convs) or resize "
                 "(nearest x2 + 3x3 conv: no checkerboard pattern).", _D.upsample))] = None,
     d_width: Annotated[Optional[float], typer.Option("--d-width", metavar="X>0", callback=positive_float,
                                                      show_default=False,
-                                                     help=_h("Discriminator width multiplier.", _D.d_width))] = None,
+                                                     help=_with_default("Discriminator width multiplier.", _D.d_width))] = None,
     init_generator: Annotated[Optional[Path], typer.Option(
         "--init-generator", metavar="FILE", show_default=False,
         help="Warm-start G from an exported generator (e.g. a shipped one); D and the optimizers start fresh. "
              "An fc6/fc7/fc8 run may start from a pool5 generator: its up-stack is reused behind a bridge "
              "that first learns to predict pool5 from the fc code (--bridge-steps).")] = None,
     latent_dim: Annotated[Optional[int], typer.Option(
-        "--latent-dim", min=1, show_default=False, help=_h("VAE: size of the latent code z.", _D.latent_dim))] = None,
+        "--latent-dim", min=1, show_default=False, help=_with_default("VAE: size of the latent code z.", _D.latent_dim))] = None,
     w_kl: Annotated[Optional[float], typer.Option(
-        "--w-kl", metavar="W>=0", callback=nonneg_float, show_default=False, help=_h("VAE: weight of the KL term (per nat, summed over z).", _D.w_kl))] = None,
+        "--w-kl", metavar="W>=0", callback=nonneg_float, show_default=False, help=_with_default("VAE: weight of the KL term (per nat, summed over z).", _D.w_kl))] = None,
     g_clip: Annotated[Optional[float], typer.Option(
         "--g-clip", metavar="X>=0", callback=nonneg_float, show_default=False,
         help="Clip G's gradient norm at this multiple of its running mean (0: off). "
              "[default: 2 for --model vae, off for inverters]")] = None,
     vae_encoder: Annotated[Optional[str], typer.Option(
         "--vae-encoder", metavar="finetune|frozen", show_default=False,
-        help=_h("VAE: train conv1–fc6 too (finetune) or keep the shipped AlexNet's fixed (frozen: small "
+        help=_with_default("VAE: train conv1–fc6 too (finetune) or keep the shipped AlexNet's fixed (frozen: small "
                 "checkpoint, fc6 features cacheable with --feature-cache).", _D.vae_encoder))] = None,
     bridge_steps: Annotated[Optional[int], typer.Option(
         "--bridge-steps", min=0, show_default=False,
-        help=_h("With an fc layer and a pool5 --init-generator: bridge-only regression steps before the DeePSiM loss.", _D.bridge_steps))] = None,
+        help=_with_default("With an fc layer and a pool5 --init-generator: bridge-only regression steps before the DeePSiM loss.", _D.bridge_steps))] = None,
     no_d_cond: Annotated[bool, typer.Option("--no-d-cond", help="Do not feed the features to D.")] = False,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, show_default=False,
                                                  help="Use only the first N images.")] = None,
     grid_every: Annotated[Optional[int], typer.Option(
-        "--grid-every", min=0, show_default=False, help=_h("Write a reals/fakes grid every N steps (0 = never).", _D.grid_every))] = None,
+        "--grid-every", min=0, show_default=False, help=_with_default("Write a reals/fakes grid every N steps (0 = never).", _D.grid_every))] = None,
     ckpt_every: Annotated[Optional[int], typer.Option(
-        "--ckpt-every", min=1, show_default=False, help=_h("Checkpoint every N steps.", _D.ckpt_every))] = None,
+        "--ckpt-every", min=1, show_default=False, help=_with_default("Checkpoint every N steps.", _D.ckpt_every))] = None,
     log_every: Annotated[Optional[int], typer.Option(
-        "--log-every", min=1, show_default=False, help=_h("Log stats (and update progress) every N steps.", _D.log_every))] = None,
+        "--log-every", min=1, show_default=False, help=_with_default("Log stats (and update progress) every N steps.", _D.log_every))] = None,
     time_limit: Annotated[Optional[str], typer.Option(
         "--time-limit", metavar="DURATION", show_default=False,
         help="Stop cleanly (with a checkpoint) after this long: 3600, 90m, 2h.")] = None,

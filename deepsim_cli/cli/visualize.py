@@ -229,9 +229,9 @@ def visualize(
     with all_or_nothing():  # the grid and the GIF, or neither
         save_image(make_grid(cells, ncols=len(seed_list), captions=caps), path)
         if save_every and str(path) != "-":
-            gpath_ = path.with_suffix(".gif")
-            save_gif(frames, gpath_, duration_ms=120, captions=fcaps)
-            outputs["gif"] = str(gpath_)
+            gif_path = path.with_suffix(".gif")
+            save_gif(frames, gif_path, duration_ms=120, captions=fcaps)
+            outputs["gif"] = str(gif_path)
         if save_code is not None:
             from .invert import write_codes
             write_codes(save_code, {code_layer: torch.cat([r.code for r in runs])}, alex,
