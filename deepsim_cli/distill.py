@@ -28,7 +28,7 @@ from .data import color_jitter, load_array, random_resized_crop, step_generator,
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
 from .weights_store import resolve as resolve_weights
 from .precision import autocast
-from .utils import rng_seed
+from .utils import cosine_lr, rng_seed, set_lr
 
 
 @dataclass(frozen=True)
@@ -125,8 +125,7 @@ def deep_inversion(teacher: nn.Module, classes: Sequence[int], *, size: int = 12
             opt = torch.optim.Adam([x], lr=lr, betas=(0.5, 0.9))
             t0 = time.time()
             for it in range(iters):
-                for pg in opt.param_groups:
-                    pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * it / iters))
+                set_lr(opt, cosine_lr(lr, it, iters))
                 dx, dy = (int(v) for v in torch.randint(-size // 16, size // 16 + 1, (2,), generator=g))
                 xi = torch.roll(x, shifts=(dx, dy), dims=(2, 3))
                 if it % 2:
@@ -291,9 +290,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
         prog = step / cfg.steps
         if cfg.time_limit:
             prog = max(prog, (time.time() - t_start) / cfg.time_limit)
-        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * 0.5 * (1 + math.cos(math.pi * min(prog, 1.0)))
-        for pg in opt.param_groups:
-            pg["lr"] = lr
+        set_lr(opt, cosine_lr(cfg.lr * min(1.0, (step + 1) / cfg.warmup), prog))
         if cache is not None:
             idx = torch.randint(len(cache[0]), (cfg.batch,), generator=g).sort().values.numpy()
             feats = torch.from_numpy(np.asarray(cache[0][idx], dtype=np.float32)).to(device)

@@ -15,7 +15,7 @@ from .encoders import Encoder, weights_dir
 from .errors import UsageError
 from .generators import Generator
 from .precision import autocast, frozen_copy, model_device, resolve_precision
-from .utils import rng_seed
+from .utils import cosine_lr, rng_seed, set_lr
 
 
 @dataclass
@@ -131,8 +131,7 @@ def optimize_invert(target: torch.Tensor, encoder: Encoder, layer: str, size: in
     opt = torch.optim.Adam([x], lr=lr)
     energy = target.float().pow(2).mean().clamp_min(1e-8)
     for i in range(steps):
-        for pg in opt.param_groups:
-            pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * i / steps))
+        set_lr(opt, cosine_lr(lr, i, steps))
         with autocast(dev, precision):
             f = encoder(x.clamp(-1, 1), [layer])[layer]
         loss = (f.float() - target.float()).pow(2).mean() / energy + tv_weight * total_variation(x)

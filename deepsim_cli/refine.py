@@ -18,7 +18,6 @@ its batch (up to reduced-precision rounding).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -28,6 +27,7 @@ from .encoders import Encoder
 from .errors import UsageError
 from .inference import LoadedGenerator
 from .precision import autocast, frozen_copy, model_device, resolve_precision
+from .utils import cosine_lr, set_lr
 
 #: defaults chosen by measurement (benchmarks/refine.py; RESULTS.md "Refinement")
 DEFAULT_STEPS = 30
@@ -150,8 +150,7 @@ def _refine_batch(chunk, is_image, encoder, gen, steps, lr, also, anchor, init, 
                                         first_energy if first is not None else None, dev, precision)
             opt.zero_grad(set_to_none=True)
             per.sum().backward()
-        for pg in opt.param_groups:
-            pg["lr"] = lr * 0.5 * (1 + math.cos(math.pi * s / steps))
+        set_lr(opt, cosine_lr(lr, s, steps))
         opt.step()
         if nonneg:
             with torch.no_grad():

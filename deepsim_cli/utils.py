@@ -232,3 +232,16 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(rng_seed(seed))
+
+
+def cosine_lr(lr: float, step: float, total: float = 1.0) -> float:
+    """The cosine schedule every optimiser here uses: lr · ½(1 + cos(π · step / total)), from lr
+    at step 0 down to 0 at `total` (step is clamped to it). `total=1` takes a progress in [0, 1]."""
+    import math
+    return lr * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def set_lr(optimizer, lr: float) -> None:
+    """Set the learning rate of every parameter group of `optimizer`."""
+    for pg in optimizer.param_groups:
+        pg["lr"] = lr

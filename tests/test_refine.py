@@ -113,3 +113,14 @@ def test_cli_refine(cli, tiny_gen_file, in_tmp):
     assert rows["generator + refine 2"]["feat_err"] < rows["generator"]["feat_err"]
     r = cli("eval", "--data", str(IMAGES), "--weights", str(gen_file), "--refine", "ten")
     assert r.exit_code == 2 and "--refine" in r.stderr
+
+
+def test_one_cosine_schedule_for_every_optimiser():
+    import torch
+
+    from deepsim_cli.utils import cosine_lr, set_lr
+    assert cosine_lr(0.2, 0, 30) == 0.2 and cosine_lr(0.2, 30, 30) == 0.0 and cosine_lr(0.2, 45, 30) == 0.0
+    assert abs(cosine_lr(1.0, 15, 30) - 0.5) < 1e-12 and abs(cosine_lr(1.0, 0.5) - 0.5) < 1e-12
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    set_lr(opt, 0.25)
+    assert [pg["lr"] for pg in opt.param_groups] == [0.25]
