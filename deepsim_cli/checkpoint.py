@@ -11,14 +11,13 @@ import hashlib
 import json
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from .errors import UsageError
 from .utils import atomic_output
@@ -91,40 +90,31 @@ def save_checkpoint(
             raise ValueError(f"extra metadata key {k!r} clashes with a standard key")
         meta[k] = str(v)
     path = Path(path)
+    # serialised in memory and written through atomic_output only: safetensors' own save_file
+    # writes a hidden .tmpXXXXXX file of its own first, which a SIGKILL would leave behind
+    data = _canonical(save(out, metadata=meta))
     with atomic_output(path) as tmp:
-        save_file(out, str(tmp), metadata=meta)
-        _canonicalize_header(tmp)
+        with open(tmp, "wb") as f:
+            f.write(data)
     return path
 
 
-def _canonicalize_header(path: Path) -> None:
-    """Rewrite a safetensors file's JSON header with sorted keys, so equal content gives equal bytes.
+def _canonical(data: bytes) -> bytes:
+    """The safetensors bytes `data` with the JSON header's keys sorted, so equal content gives equal
+    bytes (safetensors writes the metadata map in hash order, which differs between runs).
 
-    safetensors writes the metadata map in hash order, which differs between runs; the format
-    is an 8-byte little-endian header length, the JSON header (trailing spaces allowed, padded
-    to 8 bytes) and the raw tensor bytes whose offsets are relative to the end of the header.
-    """
-    with open(path, "r+b") as f:
-        n = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(n).decode("utf-8"))
-        new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        if len(new) <= n:  # the usual case: same keys, same length, rewrite in place
-            f.seek(8)
-            f.write(new + b" " * (n - len(new)))
-            return
-        data_start = 8 + n
-    new += b" " * (-len(new) % 8)
-    tmp = path.with_name(path.name + ".hdr")
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            dst.write(len(new).to_bytes(8, "little"))
-            dst.write(new)
-            src.seek(data_start)
-            shutil.copyfileobj(src, dst, 1 << 20)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    The format is an 8-byte little-endian header length, the JSON header (trailing spaces allowed,
+    padded to 8 bytes) and the raw tensor bytes, whose offsets are relative to the end of the
+    header. A sorted header of the same length keeps its length (padded with spaces); a longer one
+    is padded to 8 bytes."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n].decode("utf-8"))
+    new = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(new) <= n:
+        new += b" " * (n - len(new))
+    else:
+        new += b" " * (-len(new) % 8)
+    return len(new).to_bytes(8, "little") + new + data[8 + n:]
 
 
 def upgrade_metadata(meta: dict[str, str]) -> dict[str, str]:

@@ -11,6 +11,7 @@ import hashlib
 import math
 import os
 import tarfile
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -34,22 +35,69 @@ def _decode(data: bytes, size: int) -> np.ndarray:
     return to_uint8(load_image(data, size))
 
 
-def _iter_sources(source: str | os.PathLike) -> list[tuple[str, callable]]:
-    """[(name, read_bytes)] for every image in a dir (recursive) or a tar, sorted by name."""
-    p = Path(source)
-    if check_input(p, what="data source") == "folder":
-        files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
-        return [(str(f.relative_to(p)), f.read_bytes) for f in files]
-    if tarfile.is_tarfile(p):
-        # one sequential pass: random access into a tar re-reads it from the start
-        blobs: dict[str, bytes] = {}
+def _is_image_name(name: str) -> bool:
+    """An image file by its name: a known extension, and not hidden (a leading '.': the temporary
+    files of an interrupted write, macOS '._' resource forks), as images.list_images decides."""
+    base = Path(name).name
+    return Path(base).suffix.lower() in IMAGE_EXTS and not base.startswith(".")
+
+
+def _folder_images(p: Path) -> list[Path]:
+    return sorted(f for f in p.rglob("*") if _is_image_name(f.name) and f.is_file())
+
+
+_TAR_ERRORS = (tarfile.TarError, EOFError, zlib.error, OSError)
+
+
+def _tar_images(p: Path, read: bool = True, strict: bool | None = None, broken: list | None = None):
+    """Yield (member name, bytes or None when not `read`) for the image members of tar `p`, in one
+    sequential pass. A tar that ends early (a truncated download, a full disk) yields the images it
+    holds and then warns once, naming it; in strict mode (`--strict`), or when it holds no image
+    at all, that is one error line instead. `broken` (a list) gets `p` appended when it ends early."""
+    from .unreadable import is_strict
+    n, total = 0, p.stat().st_size
+    try:
         with tarfile.open(p) as tf:
             for m in tf:
-                if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTS:
-                    blobs[f"{p.name}/{m.name}"] = tf.extractfile(m).read()
+                if m.isfile() and _is_image_name(m.name):
+                    if m.offset_data + m.size > total:
+                        raise tarfile.ReadError(f"unexpected end of data in {m.name}")
+                    data = tf.extractfile(m).read() if read else None
+                    if read and len(data) != m.size:
+                        raise tarfile.ReadError(f"unexpected end of data in {m.name}")
+                    yield m.name, data
+                    n += 1
+            # tarfile ends quietly at a header cut off mid-way: a whole tar has its end-of-archive
+            # zero block where the last member ends
+            tf.fileobj.seek(tf.offset)
+            end = tf.fileobj.read(512)
+            if len(end) < 512 or end.count(0) != 512:
+                raise tarfile.ReadError("unexpected end of data")
+    except _TAR_ERRORS as e:
+        why = f"{type(e).__name__}: {' '.join(str(e).split()) or 'unreadable'}"
+        if n == 0 or is_strict(strict):
+            raise UsageError(f"cannot read tar {p}: {why}" + (f" (after {n} images)" if n else "")) from None
+        from .utils import warn
+        warn(f"{p} is truncated or corrupt after {n} images ({why}); using those {n}")
+        if broken is not None:
+            broken.append(p)
+
+
+def _iter_sources(source: str | os.PathLike, strict: bool | None = None,
+                  broken: list | None = None) -> list[tuple[str, callable]]:
+    """[(name, read_bytes)] for every image in a dir (recursive) or a tar, sorted by name; hidden
+    files are skipped. A truncated tar gives its readable images (see `_tar_images`)."""
+    p = Path(source)
+    if check_input(p, what="data source") == "folder":
+        return [(str(f.relative_to(p)), f.read_bytes) for f in _folder_images(p)]
+    if tarfile.is_tarfile(p):
+        # one sequential pass: random access into a tar re-reads it from the start
+        blobs = {f"{p.name}/{name}": data for name, data in _tar_images(p, strict=strict, broken=broken)}
         return [(n, (lambda b=blobs[n]: b)) for n in sorted(blobs)]
     if p.suffix.lower() in IMAGE_EXTS:
         return [(p.name, p.read_bytes)]
+    if p.name.lower().endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")):
+        raise UsageError(f"cannot read tar {p}: it is truncated or not a tar file")
     raise UsageError(f"data source is neither a folder, a tar file nor an image: {p}")
 
 
@@ -57,10 +105,9 @@ def count_images(source: str | os.PathLike) -> int:
     """How many images a data source holds, reading names only (no image data)."""
     p = Path(source)
     if check_input(p, what="data source") == "folder":
-        return sum(1 for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file())
+        return len(_folder_images(p))
     if tarfile.is_tarfile(p):
-        with tarfile.open(p) as tf:
-            return sum(1 for m in tf if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTS)
+        return sum(1 for _ in _tar_images(p, read=False))
     return 1
 
 
@@ -105,7 +152,7 @@ def source_key(sources: Sequence[str | os.PathLike]) -> list[str]:
         key_src.append(f"{p}:{st.st_mtime_ns}:{st.st_size}")
         if p.is_dir():
             for f in sorted(p.rglob("*")):
-                if f.suffix.lower() in IMAGE_EXTS and f.is_file():
+                if _is_image_name(f.name) and f.is_file():
                     fs = f.stat()
                     key_src.append(f"{f.relative_to(p)}:{fs.st_mtime_ns}:{fs.st_size}")
     return key_src
@@ -158,8 +205,9 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
                 bad.report(len(images) + len(skipped), where)
                 return images, names
     entries = []  # (name, read_bytes, source index, skippable)
+    broken: list = []  # truncated tars: never cached, so the next run reads (and warns) again
     for si, s in enumerate(sources):
-        found = _iter_sources(s)
+        found = _iter_sources(s, strict, broken)
         one_file = len(found) == 1 and not Path(s).is_dir() and not tarfile.is_tarfile(s)
         entries += [(n, read, si, not one_file) for n, read in found]
     if limit:
@@ -210,7 +258,7 @@ def load_array(sources: Sequence[str | os.PathLike] | str | os.PathLike, size: i
                 out[j] = out[i]
         out = out[:len(keep)]
     names = [e[0] for i, e in enumerate(entries) if i not in failed]
-    if cache:
+    if cache and not broken:
         _write_cache(cfile, out, names, skipped)
     return out, names
 

@@ -179,3 +179,86 @@ def test_unreadable_files_in_a_tar_are_skipped(tmp_path, mixed, capsys):
     err = capsys.readouterr().err
     assert f"warning: skipping {tmp_path / 'data.tar' / 'broken.jpg'}: " in err
     assert "warning: skipped 2 unreadable files of 5" in err
+
+
+# ------------------------------------------------------------------- truncated tars, hidden files
+
+@pytest.fixture
+def truncated_tar(tmp_path) -> Path:
+    """A tar of the four example photos cut off inside its second member (a broken download)."""
+    import tarfile
+    full = tmp_path / "full.tar"
+    with tarfile.open(full, "w") as tf:
+        for name in ("astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"):
+            tf.add(IMAGES / name, arcname=f"photos/{name}")
+    first = (IMAGES / "astronaut.jpg").stat().st_size
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(full.read_bytes()[:512 + -(-first // 512) * 512 + 512 + 1000])
+    return cut
+
+
+def test_a_truncated_tar_gives_its_readable_images_and_one_warning(truncated_tar, capsys):
+    from deepsim_cli.data import count_images, load_array
+    arr, names = load_array(truncated_tar, 32, cache=False)
+    assert names == ["cut.tar/photos/astronaut.jpg"] and len(arr) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"warning: {truncated_tar} is truncated or corrupt after 1 images" in err
+    assert count_images(truncated_tar) == 1
+    with pytest.raises(UsageError, match=r"cannot read tar .*cut.tar: ReadError"):
+        load_array(truncated_tar, 32, cache=False, strict=True)
+
+
+def test_a_truncated_tar_in_the_cli_warns_or_with_strict_is_one_error(cli, error_line, truncated_tar, in_tmp):
+    args = ("neighbors", str(IMAGES / "chelsea.jpg"), "--data", str(truncated_tar), "--space", "image",
+            "--size", "32", "--k", "1")
+    r = cli(*args, "-o", "nn.png")
+    assert r.exit_code == 0 and "is truncated or corrupt after 1 images" in r.stderr, r.stderr
+    r = cli("--strict", *args, "-o", "strict.png")
+    assert r.exit_code == 2 and "cannot read tar" in error_line(r) and not Path("strict.png").exists()
+    head = in_tmp / "head.tar"  # not even the first member is whole
+    head.write_bytes(truncated_tar.read_bytes()[:1200])
+    r = cli(*args[:3], str(head), *args[4:], "-o", "none.png")
+    assert r.exit_code == 2 and "cannot read tar" in error_line(r) and not Path("none.png").exists()
+
+
+def test_hidden_files_are_not_data(tmp_path, capsys):
+    """The temporary file of an interrupted write (.NAME.XXXXXX.tmp.png) or a macOS ._ file inside
+    a data folder is neither an image nor an unreadable file."""
+    from deepsim_cli.data import count_images, load_array
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(IMAGES / "chelsea.jpg", d / "chelsea.jpg")
+    shutil.copy(IMAGES / "coffee.jpg", d / ".grid.png.k3j2h1aa.tmp.jpg")  # complete but hidden
+    (d / "._chelsea.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    arr, names = load_array(d, 32, cache=False)
+    assert names == ["chelsea.jpg"] and count_images(d) == 1
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_a_checkpoint_write_killed_at_any_moment_leaves_only_our_temp_files(tmp_path):
+    """SIGKILL during save_checkpoint: whatever is left is either the previous complete file or a
+    temporary file of our own pattern, which clean_stale_temp_files removes (safetensors' own
+    .tmpXXXXXX files used to be left behind, 78 MB each)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from deepsim_cli.checkpoint import load_checkpoint
+    from deepsim_cli.utils import clean_stale_temp_files
+    run = tmp_path / "run"
+    run.mkdir()
+    code = ("import sys, torch\nfrom deepsim_cli.checkpoint import save_checkpoint\n"
+            "t = {'w': torch.zeros(24_000_000)}\nprint('ready', flush=True)\n"
+            "while True:\n    save_checkpoint(sys.argv[1], t, kind='train-state')\n")
+    for delay in (0.05, 0.2, 0.45):
+        p = subprocess.Popen([sys.executable, "-c", code, str(run / "state.safetensors")], stdout=subprocess.PIPE,
+                             cwd=REPO)
+        assert p.stdout.readline().strip() == b"ready"
+        time.sleep(delay)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    clean_stale_temp_files(run)
+    assert sorted(f.name for f in run.iterdir()) in ([], ["state.safetensors"])
+    if (run / "state.safetensors").exists():
+        assert load_checkpoint(run / "state.safetensors").tensors["w"].shape == (24_000_000,)
