@@ -550,9 +550,11 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
             if out_of_time:
                 break
     except KeyboardInterrupt:
-        trainer.save_state()
-        if rank == 0:
-            trainer.export_generator()
+        from .utils import sigint_deferred
+        with sigint_deferred():  # a second Ctrl-C must not cut the save short
+            trainer.save_state()
+            if rank == 0:
+                trainer.export_generator()
         raise
     finally:
         if stats_f:

@@ -234,6 +234,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(rng_seed(seed))
 
 
+@contextlib.contextmanager
+def sigint_deferred() -> Iterator[None]:
+    """Hold off Ctrl-C (SIGINT) inside the block, e.g. while the state of an interrupted run is
+    saved: a second Ctrl-C then neither aborts the save nor kills the process; the previous
+    handler comes back afterwards. A no-op outside the main thread, where signals cannot be set."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def cosine_lr(lr: float, step: float, total: float = 1.0) -> float:
     """The cosine schedule every optimiser here uses: lr · ½(1 + cos(π · step / total)), from lr
     at step 0 down to 0 at `total` (step is clamped to it). `total=1` takes a progress in [0, 1]."""

@@ -304,6 +304,41 @@ def test_keyboard_interrupt_saves_state(tmp_path, images):
     assert load_checkpoint(run / "generator.safetensors").train_steps == 2
 
 
+def test_a_second_ctrl_c_during_the_save_does_not_cut_it_short(tmp_path, images, monkeypatch):
+    """Ctrl-C, then another one while the state is being written: the save completes (the second
+    SIGINT is held off), train() raises KeyboardInterrupt once, and the run resumes."""
+    import os
+    import signal
+
+    from deepsim_cli import checkpoint
+
+    cfg = TINY.replace(loss="img", steps=50, ckpt_every=100, grid_every=0)
+    real_save = checkpoint.save_checkpoint
+    hits = []
+
+    def save_then_ctrl_c(path, *a, **kw):
+        if Path(path).name == "state.safetensors":
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again mid-save
+            hits.append(path)
+        return real_save(path, *a, **kw)
+
+    import deepsim_cli.training as training
+    monkeypatch.setattr(training, "save_checkpoint", save_then_ctrl_c)
+
+    def stop(step, _stats):
+        if step == 2:
+            raise KeyboardInterrupt
+
+    run = tmp_path / "twice"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run_dir=run, images=images, on_step=stop)
+    assert hits and read_metadata(run / "state.safetensors")["train_steps"] == "2"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored afterwards
+    monkeypatch.undo()
+    train(cfg.replace(steps=3), run_dir=run, resume=True, images=images)
+    assert read_metadata(run / "state.safetensors")["train_steps"] == "3"
+
+
 # ---------------------------------------------------------------------------------- (f) DDP
 
 

@@ -65,12 +65,20 @@ def _flush_stdout(debug: bool) -> int:
     return 0
 
 
+def _ignore_sigint() -> None:
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def report_error(exc: BaseException, debug: bool) -> int:
     """Print the one-line diagnostic for `exc` (plus the traceback with --debug); return the exit code."""
     con = err_console()
     if debug:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     if isinstance(exc, KeyboardInterrupt):
+        _ignore_sigint()  # on the way out with 130: a second Ctrl-C must not kill it by signal
         con.print("error: interrupted", markup=False, soft_wrap=True)
         return 130
     if isinstance(exc, DeepsimError):

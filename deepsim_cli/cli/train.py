@@ -279,6 +279,8 @@ def run_training(cfg: TrainConfig, run_dir: Path, *, resume: bool, device: str,
                                      completed=min(start, cfg.steps), losses="", eta="eta –")
             gen = train_run(cfg, run_dir=run_dir, resume=resume, device=dev, on_step=on_step)
     except KeyboardInterrupt:
+        from . import _ignore_sigint
+        _ignore_sigint()  # the state is saved; a second Ctrl-C now must not kill the exit by signal
         if state.is_file():
             msg = (f"interrupted; state saved in {run_dir} (step {read_metadata(state).get('train_steps')}); "
                    f"continue with: deepsim train --out {run_dir} --resume")
