@@ -262,3 +262,13 @@ def test_a_checkpoint_write_killed_at_any_moment_leaves_only_our_temp_files(tmp_
     assert sorted(f.name for f in run.iterdir()) in ([], ["state.safetensors"])
     if (run / "state.safetensors").exists():
         assert load_checkpoint(run / "state.safetensors").tensors["w"].shape == (24_000_000,)
+
+
+def test_distill_cache_that_cannot_hold_the_views_is_one_line_before_any_work(cli, error_line, in_tmp):
+    Path("afile").write_text("x")
+    base = ("distill", "--data", str(IMAGES), "--steps", "1", "--rounds", "1", "-o", "h.safetensors")
+    r = cli(*base, "--cache", "afile")
+    assert r.exit_code == 2 and "--cache afile is a file, not a folder" in error_line(r)
+    r = cli(*base, "--cache", "afile/sub")
+    assert r.exit_code == 1 and "cannot write the --cache folder afile/sub" in error_line(r)
+    assert not Path("h.safetensors").exists() and "training images" not in r.stderr

@@ -281,3 +281,14 @@ def test_train_progress_fits_80_columns_with_a_real_eta():
     (line,) = [ln for ln in cap.get().splitlines() if ln.strip()]
     assert len(line) <= 80 and "train pool5" in line and "1150/100000" in line
     assert "eta 14:19:34" in line and "total 1.5" in line and line.rstrip().endswith("…")
+
+
+def test_o_with_a_trailing_slash_is_a_new_folder(cli, tiny_gen_file):
+    r = cli("invert", str(IMAGES), "--weights", str(tiny_gen_file), "-o", "fresh/")
+    assert r.exit_code == 0, r.stderr
+    assert len(list(Path("fresh").glob("*-pool5.png"))) == count_images(IMAGES)
+    r = cli("sample", "--n", "2", "-o", "s/")
+    assert r.exit_code == 0, r.stderr
+    assert sorted(p.name for p in Path("s").iterdir()) == ["samples-seed0-000.png", "samples-seed0-001.png"]
+    r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "-o", "one.png")  # a file stays a file
+    assert r.exit_code == 0 and Path("one.png").is_file()

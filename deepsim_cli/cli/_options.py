@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -111,8 +112,28 @@ LayerOpt = Annotated[str, typer.Option(
 GeneratorOpt = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", metavar="FILE", show_default=False,
     help="Generator checkpoint (default: the shipped one for --encoder/--layer).")]
+class _OutPath(type(Path())):  # a Path that remembers whether it was typed with a trailing '/'
+    typed_as_folder = False
+
+
+def _parse_out(value: str) -> Path:
+    """-o PATH as a Path, except that `out/` (a folder that may not exist yet) keeps the knowledge
+    of its trailing slash, which pathlib drops."""
+    if isinstance(value, Path):
+        return value
+    p = _OutPath(value)
+    p.typed_as_folder = str(value).endswith(("/", os.sep)) and str(value) != "/"
+    return p
+
+
+def names_a_folder(out: Optional[Path]) -> bool:
+    """Whether -o names a folder: an existing one, or one typed with a trailing '/'."""
+    return out is not None and (out.is_dir() or bool(getattr(out, "typed_as_folder", False)))
+
+
 OutOpt = Annotated[Optional[Path], typer.Option(
-    "--out", "-o", metavar="PATH", show_default=False, help="Output file or folder.")]
+    "--out", "-o", metavar="PATH", show_default=False, parser=_parse_out,
+    help="Output file or folder.")]
 NoClobberOpt = Annotated[bool, typer.Option(
     "--no-clobber", help="Refuse to replace an existing output file (default: replace it, with a warning).")]
 NcolsOpt = Annotated[int, typer.Option(

@@ -72,6 +72,8 @@ def distill(
     from .train import parse_duration
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    if cache is not None:  # before hours of work: a cache that cannot hold the views is one line now
+        _check_cache_folder(cache)
     dev = setup(opts)
     arrays, names = [], []
     for d in data:
@@ -103,3 +105,19 @@ def distill(
         print_json(stats)
     else:
         typer.echo(str(out))
+
+
+def _check_cache_folder(cache: Path) -> None:
+    """--cache must be (or become) a folder this process can write: a file there is exit 2, a
+    folder that cannot be created or written is exit 1, each one line naming it."""
+    import os
+
+    from ..errors import UsageError, WriteError
+    if cache.exists() and not cache.is_dir():
+        raise UsageError(f"--cache {cache} is a file, not a folder")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteError(f"the --cache folder {cache}", e.strerror or str(e)) from None
+    if not os.access(cache, os.W_OK | os.X_OK):
+        raise WriteError(f"into the --cache folder {cache}", "permission denied")

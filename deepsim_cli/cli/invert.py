@@ -10,7 +10,7 @@ import typer
 
 from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, parse_layers, precheck,
                       progress_bar, read_inputs, result_name, say, setup)
-from ._options import (MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt,
+from ._options import (names_a_folder, MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt,
                        NcolsOpt, NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
 
 
@@ -125,7 +125,7 @@ def invert(
     how_tag = result_name("optimize" if method == "optimize" else "",
                           "from-generator" if method == "optimize" and init == "generator" else "",
                           f"refine{refine}" if refine else "")
-    if outdir is None and out is not None and (out.is_dir() or str(out).endswith(("/", os.sep))):
+    if outdir is None and names_a_folder(out):
         outdir, out = out, None
     files: dict[tuple[str, int], Path] = {}
     if outdir is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import check_suffix, claim_output, output_path, precheck, read_inputs, result_name, say, setup
-from ._options import (MAX_FRAMES, MAX_SAMPLES, DeviceOpt, GeneratorOpt, JsonOpt, NcolsOpt, NoClobberOpt, OutOpt,
+from ._options import (names_a_folder, MAX_FRAMES, MAX_SAMPLES, DeviceOpt, GeneratorOpt, JsonOpt, NcolsOpt, NoClobberOpt, OutOpt,
                        QuietOpt, SeedOpt, nonneg_float, print_json, resolve)
 
 
@@ -59,8 +59,7 @@ def sample(
     from ..inference import great_circle, load_vae, posterior_samples, sample as lib_sample
     from ..utils import all_or_nothing
 
-    import os
-    if outdir is None and out is not None and (out.is_dir() or str(out).endswith(("/", os.sep))):
+    if outdir is None and names_a_folder(out):
         outdir, out = out, None
     if outdir is not None:  # before any work
         if out is not None:
