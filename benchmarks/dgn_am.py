@@ -30,7 +30,7 @@ from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.figures import make_grid  # noqa: E402
 from deepsim_cli.images import save_image  # noqa: E402
 from deepsim_cli.inference import load_generator, shipped_generator_path  # noqa: E402
-from deepsim_cli.metrics import encode_batched  # noqa: E402
+from deepsim_cli.encoders import encode_batched  # noqa: E402
 from deepsim_cli.visualize import CodeBounds, bounds_path, imagenet_classes, visualize_many  # noqa: E402
 
 

@@ -24,7 +24,8 @@ from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.figures import save_grid  # noqa: E402
 from deepsim_cli.inference import invert, load_generator  # noqa: E402
-from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance  # noqa: E402
+from deepsim_cli.encoders import encode_batched  # noqa: E402
+from deepsim_cli.metrics import mean_metrics, mean_pairwise_distance  # noqa: E402
 
 
 def parse_row(s: str) -> tuple[str, Path]:

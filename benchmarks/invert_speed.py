@@ -20,7 +20,7 @@ sys.path.insert(0, str(REPO))
 
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.inference import invert, load_generator, shipped_generator_path  # noqa: E402
-from deepsim_cli.metrics import encode_batched  # noqa: E402
+from deepsim_cli.encoders import encode_batched  # noqa: E402
 
 
 def _rate(fn, n: int, iters: int) -> float:

@@ -23,7 +23,8 @@ from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.evaluation import evaluate_layer  # noqa: E402
 from deepsim_cli.inference import invert, load_generator, optimize_invert, shipped_generator_path  # noqa: E402
-from deepsim_cli.metrics import LPIPSAlex, encode_batched  # noqa: E402
+from deepsim_cli.encoders import encode_batched  # noqa: E402
+from deepsim_cli.metrics import LPIPSAlex  # noqa: E402
 
 
 def main() -> None:

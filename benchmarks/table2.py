@@ -29,7 +29,8 @@ from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.evaluation import evaluate_layer, judge_features, recognition, spread  # noqa: E402
 from deepsim_cli.inference import load_generator, optimize_invert, shipped_generator_path  # noqa: E402
-from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance  # noqa: E402
+from deepsim_cli.encoders import encode_batched  # noqa: E402
+from deepsim_cli.metrics import mean_metrics, mean_pairwise_distance  # noqa: E402
 
 
 def row(name, recon, x, enc, layer, f_x, s_img, s_feat):

@@ -451,3 +451,25 @@ def _file_stamp(path: Path) -> tuple[int, int] | None:
 def clear_encoder_cache() -> None:
     """Forget the encoders build_encoder() has built (the next call loads from disk)."""
     _ENCODERS.clear()
+
+
+@torch.no_grad()
+def encode_batched(encoder, x, layer: str, batch: int = 100, *, precision: str = "auto") -> torch.Tensor:
+    """`layer` features of `x` as one float CPU tensor, encoded `batch` images at a time on the
+    encoder's device (x may live anywhere).
+
+    `x` is an (N, 3, H, W) float tensor in [-1, 1], or a uint8 (N, H, W, 3) array / tensor as
+    `data.load_array` returns it, converted one batch at a time (so a large image set never
+    exists as float in memory).
+    """
+    from .data import to_float
+    from .precision import autocast, model_device
+    dev = model_device(encoder)
+    x = x if torch.is_tensor(x) else torch.from_numpy(x)
+    feats = []
+    for i in range(0, len(x), batch):
+        b = x[i:i + batch]
+        b = to_float(b) if b.dtype == torch.uint8 else b
+        with autocast(dev, precision):
+            feats.append(encoder(b.to(dev), [layer])[layer].float().cpu())
+    return torch.cat(feats)

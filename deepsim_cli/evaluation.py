@@ -23,7 +23,8 @@ import torch
 from .encoders import Encoder
 from .errors import UsageError
 from .inference import LoadedGenerator, decode
-from .metrics import (LPIPSAlex, encode_batched, mean_pairwise_distance, normalized_error, psnr,
+from .encoders import encode_batched
+from .metrics import (LPIPSAlex, mean_pairwise_distance, normalized_error, psnr,
                       reconstruction_metrics, ssim)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .encoders import encode_batched
+
 
 def mean_pairwise_distance(x: torch.Tensor) -> float:
     """Mean Euclidean distance between all pairs of different samples (rows flattened)."""
@@ -94,28 +96,6 @@ class LPIPSAlex(torch.nn.Module):
             b = fy[tap] / (fy[tap].pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
             d = d + F.conv2d((a - b).pow(2), w).mean((1, 2, 3))
         return d
-
-
-@torch.no_grad()
-def encode_batched(encoder, x, layer: str, batch: int = 100, *, precision: str = "auto") -> torch.Tensor:
-    """`layer` features of `x` as one float CPU tensor, encoded `batch` images at a time on the
-    encoder's device (x may live anywhere).
-
-    `x` is an (N, 3, H, W) float tensor in [-1, 1], or a uint8 (N, H, W, 3) array / tensor as
-    `data.load_array` returns it, converted one batch at a time (so a large image set never
-    exists as float in memory).
-    """
-    from .data import to_float
-    from .precision import autocast, model_device
-    dev = model_device(encoder)
-    x = x if torch.is_tensor(x) else torch.from_numpy(x)
-    feats = []
-    for i in range(0, len(x), batch):
-        b = x[i:i + batch]
-        b = to_float(b) if b.dtype == torch.uint8 else b
-        with autocast(dev, precision):
-            feats.append(encoder(b.to(dev), [layer])[layer].float().cpu())
-    return torch.cat(feats)
 
 
 @torch.no_grad()

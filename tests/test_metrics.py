@@ -9,7 +9,8 @@ import torch
 
 from deepsim_cli.encoders import build_encoder
 from deepsim_cli.inference import optimize_invert, total_variation
-from deepsim_cli.metrics import encode_batched, mean_metrics, mean_pairwise_distance, normalized_error, psnr, ssim
+from deepsim_cli.encoders import encode_batched
+from deepsim_cli.metrics import mean_metrics, mean_pairwise_distance, normalized_error, psnr, ssim
 
 
 def _img(n=2, size=24, seed=0):

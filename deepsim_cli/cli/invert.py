@@ -103,7 +103,7 @@ def invert(
     from ..images import save_image
     from ..inference import invert as lib_invert
     from ..inference import optimize_invert
-    from ..metrics import encode_batched
+    from ..encoders import encode_batched
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
     layers = parse_layers(layer)

@@ -53,7 +53,7 @@ def neighbors(
     from ..figures import make_grid
     from ..images import save_image
     from ..inference import nearest_neighbors
-    from ..metrics import encode_batched
+    from ..encoders import encode_batched
 
     opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
     dev = setup(opts)

@@ -143,7 +143,7 @@ def visualize(
     from ..images import save_image
     from ..inference import shipped_generator_path
     from ..utils import all_or_nothing
-    from ..metrics import encode_batched
+    from ..encoders import encode_batched
     from ..visualize import CodeBounds, bounds_path, compute_bounds as lib_bounds, imagenet_classes, \
         resolve_class, shipped_bounds_path, visualize_many as lib_visualize_many
 
