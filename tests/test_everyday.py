@@ -292,3 +292,22 @@ def test_o_with_a_trailing_slash_is_a_new_folder(cli, tiny_gen_file):
     assert sorted(p.name for p in Path("s").iterdir()) == ["samples-seed0-000.png", "samples-seed0-001.png"]
     r = cli("invert", CHELSEA, "--weights", str(tiny_gen_file), "-o", "one.png")  # a file stays a file
     assert r.exit_code == 0 and Path("one.png").is_file()
+
+
+@pytest.mark.parametrize("command", ["invert", "eval", "train", "visualize", "neighbors", "sample", "distill"])
+def test_help_prose_is_wrapped_by_rich_not_by_the_source_lines(command):
+    """Docstrings are hard-wrapped at ~100 columns; the help joins each paragraph, so at any width a
+    sentence is never broken where a source line ended, and examples stay one per line."""
+    import inspect
+
+    from deepsim_cli.cli import app, unwrap_help
+    cmd = next(c for c in app.registered_commands if c.name == command)
+    doc = inspect.cleandoc(cmd.callback.__doc__)
+    assert doc == unwrap_help(doc)  # registered already unwrapped
+    for para in doc.split("\n\n"):
+        lines = para.splitlines()
+        prose = [ln for ln in lines if not ln.startswith((" ", "-", "["))]
+        assert len(prose) <= 1 or any(ln.startswith((" ", "- ", "[")) for ln in lines), para
+    assert "../shared" not in doc
+    assert unwrap_help("One line\ncontinues here.\n\n  deepsim x\n  deepsim y") == \
+        "One line continues here.\n\n  deepsim x\n  deepsim y"

@@ -220,21 +220,47 @@ def _global(
     ctx.call_on_close(provenance.end)
 
 
+def unwrap_help(text: str | None) -> str | None:
+    """A docstring's hard-wrapped prose joined into one line per paragraph, so that Rich wraps the
+    help to the terminal instead of breaking sentences where the source lines end. Indented lines
+    (examples) and list items ("- ") stay lines of their own; blank lines still part paragraphs."""
+    if not text:
+        return text
+    import inspect
+    out: list[str] = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines: list[str] = []
+        for ln in para.splitlines():
+            keep = not lines or ln.startswith((" ", "\t", "- ", "* ", "[")) or lines[-1].startswith((" ", "\t"))
+            if keep:
+                lines.append(ln)
+            else:
+                lines[-1] = f"{lines[-1]} {ln.strip()}"
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
+def _command(func):
+    """Register-ready `func` with its help unwrapped (see unwrap_help)."""
+    func.__doc__ = unwrap_help(func.__doc__)
+    return func
+
+
 _MAIN = "Main commands"
 _TOOLS = "Training and evaluation"
 _INFO = "Information"
 
-app.command("invert", rich_help_panel=_MAIN)(invert.invert)
-app.command("reencode", rich_help_panel=_MAIN)(reencode.reencode)
-app.command("interpolate", rich_help_panel=_MAIN)(interpolate.interpolate)
-app.command("sample", rich_help_panel=_MAIN)(sample.sample)
-app.command("visualize", rich_help_panel=_MAIN)(visualize.visualize)
-app.command("train", rich_help_panel=_TOOLS)(train.train)
-app.command("eval", rich_help_panel=_TOOLS)(eval_cmd.eval_)
-app.command("neighbors", rich_help_panel=_TOOLS)(neighbors.neighbors)
-app.command("distill", rich_help_panel=_TOOLS)(distill.distill)
-app.command("layers", rich_help_panel=_INFO)(layers.layers)
-app.command("info", rich_help_panel=_INFO)(info.info)
+app.command("invert", rich_help_panel=_MAIN)(_command(invert.invert))
+app.command("reencode", rich_help_panel=_MAIN)(_command(reencode.reencode))
+app.command("interpolate", rich_help_panel=_MAIN)(_command(interpolate.interpolate))
+app.command("sample", rich_help_panel=_MAIN)(_command(sample.sample))
+app.command("visualize", rich_help_panel=_MAIN)(_command(visualize.visualize))
+app.command("train", rich_help_panel=_TOOLS)(_command(train.train))
+app.command("eval", rich_help_panel=_TOOLS)(_command(eval_cmd.eval_))
+app.command("neighbors", rich_help_panel=_TOOLS)(_command(neighbors.neighbors))
+app.command("distill", rich_help_panel=_TOOLS)(_command(distill.distill))
+app.command("layers", rich_help_panel=_INFO)(_command(layers.layers))
+app.command("info", rich_help_panel=_INFO)(_command(info.info))
 app.add_typer(weights.app, name="weights", rich_help_panel=_INFO)
 
 

@@ -58,7 +58,7 @@ def distill(
 
     [bold]Examples[/bold]
 
-      deepsim distill --data ../shared/data/imagenette-160-train.tar --data ../shared/data/tinyimagenet-64-train.tar --time-limit 2h
+      deepsim distill --data imagenette-160-train.tar --data tinyimagenet-64-train.tar --time-limit 2h
 
       deepsim distill --data train/ --synthetic 8 --out runs/alexnet.safetensors --steps 20000
 

@@ -51,7 +51,7 @@ def eval_(
 
     [bold]Examples[/bold]
 
-      deepsim eval --data ../shared/data/imagenette-160-val.tar --layer pool5
+      deepsim eval --data examples/kodak24 --layer pool5
 
       deepsim eval --data val/ --layer pool5 --weights runs/pool5/generator.safetensors --csv per_image.csv --json
     """

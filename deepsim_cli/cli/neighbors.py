@@ -42,7 +42,7 @@ def neighbors(
 
     [bold]Examples[/bold]
 
-      deepsim neighbors sample.png --data ../shared/data/imagenette-160-train.tar --space pool5
+      deepsim neighbors samples/ --data examples/kodak24 --space pool5
 
       deepsim neighbors samples/ --data train/ --space image --k 3 -o nn.png --json
     """

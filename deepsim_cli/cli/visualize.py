@@ -131,7 +131,7 @@ def visualize(
 
       deepsim visualize --encoder mobilenet_v2 --layer logits --unit 1 --save-every 10
 
-      deepsim visualize --compute-bounds --data ../shared/data/imagenette-160-train.tar
+      deepsim visualize --compute-bounds --data train.tar --weights my-fc6-generator.safetensors
     """
     precheck(data or [], encoder, [layer], single=[init])  # answers typos before torch loads
     seed_list = parse_seeds(seeds)
