@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -76,84 +77,111 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
     opt.load_state_dict(sd)
 
 
+@dataclass
+class Networks:
+    """What `build_networks` makes for a run: G (generator or VAE) and what D needs to match it."""
+
+    G: torch.nn.Module
+    gcfg: GeneratorConfig
+    cond_dim: int                 # size of the features D is conditioned on (0: unconditional)
+    bridge_layer: str | None      # set when an fc G starts from a conv-layer G (fc7 from pool5)
+    prior_steps: int              # steps of the generator this run continues (same layer), else 0
+    init: Any = None              # the --init-generator checkpoint, if any
+
+
+def build_networks(cfg: TrainConfig, encoder, vae_frozen: bool, device: torch.device) -> Networks:
+    """The run's generator (or VAE) on `device`, from the config and an optional --init-generator
+    (whose weights Trainer._init_generator loads). A generator continuing one of the same layer
+    keeps its architecture, its bridge included, and its steps count towards the exported total;
+    an fc generator started from a conv-layer one gets a bridge from the fc code to that map."""
+    init = load_checkpoint(cfg.init_generator, kind="generator") if cfg.init_generator else None
+    if cfg.model == "inverter":
+        encoder.check_layers([cfg.layer])
+        shape = tuple(encoder.layer_shapes()[cfg.layer])
+    else:
+        shape = (cfg.latent_dim,)
+        if vae_frozen:
+            encoder.check_layers(["fc6"])
+    kind = "fc" if len(shape) == 1 else "conv"
+    bridge: tuple[int, ...] = ()
+    bridge_layer = None
+    init_gcfg = generator_config(init) if init is not None else None
+    continuing = init is not None and cfg.model == "inverter" and init.layer == cfg.layer
+    if continuing:
+        bridge = tuple(init_gcfg.bridge)
+    elif init is not None and kind == "fc":
+        if init.encoder == cfg.encoder and init_gcfg.kind == "conv":
+            bridge, bridge_layer = init_gcfg.in_shape, init.layer
+        elif cfg.model == "vae":
+            raise UsageError(f"--init-generator {cfg.init_generator}: a VAE decoder starts "
+                             f"from a conv-layer (pool5) generator of {cfg.encoder}")
+    upsample = init_gcfg.upsample if init_gcfg is not None and (continuing or bridge) else cfg.upsample
+    gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
+                           tuple(cfg.fc_dims) if kind == "fc" else (), bridge, upsample)
+    if cfg.model == "inverter":
+        G: torch.nn.Module = Generator(gcfg).to(device)
+        cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
+    else:
+        vae = VAE(cfg.latent_dim, cfg.image_size, cfg.g_width, tuple(cfg.fc_dims), bridge,
+                  frozen_encoder=vae_frozen, upsample=gcfg.upsample)
+        if vae_frozen:
+            vae.attach_encoder(encoder)
+        elif cfg.encoder == "alexnet" and encoder.weights_path is not None:
+            vae.init_from_alexnet(encoder.model.state_dict())
+        G, cond_dim = vae.to(device), 0
+    return Networks(G, gcfg, cond_dim, bridge_layer, init.train_steps if continuing else 0, init)
+
+
+def _check_choices(cfg: TrainConfig) -> None:
+    for name, valid in (("loss", tuple(LOSS_PRESETS)), ("model", ("inverter", "vae")),
+                        ("vae_encoder", ("finetune", "frozen"))):
+        if getattr(cfg, name) not in valid:
+            raise UsageError(f"unknown --{name.replace('_', '-')} {getattr(cfg, name)!r}; valid: {', '.join(valid)}")
+
+
+def build_comparator(cfg: TrainConfig, encoder, device: torch.device):
+    """(comparator C, its layer) for L_feat: the encoder itself (shared, not a second copy) unless
+    another network or other weights are asked for; at --comparator-size when given."""
+    comp = EncoderSpec.parse(cfg.comparator)
+    if comp.layer is None:
+        raise UsageError(f"--comparator must be ENCODER:LAYER, got {cfg.comparator!r}")
+    same = comp.name == cfg.encoder and cfg.encoder_weights is None
+    comparator = encoder if same else build_encoder(comp.name, None, device)
+    if cfg.comparator_size:
+        comparator = comparator.with_input_size(cfg.comparator_size)
+    comparator.check_layers([comp.layer])
+    return comparator, comp.layer
+
+
 class Trainer:
-    """Holds the models and state of one run; `train()` below is the public entry point."""
+    """Holds the models and state of one run; `train()` below is the public entry point.
+
+    Each step is `d_step` (unless D is paused) then `g_step`, after the targets (`targets`); an fc
+    generator started from a conv one first runs `bridge_step`; `update_pauses` is the D/G pause
+    hysteresis of the original code."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, device: torch.device):
-        if cfg.loss not in LOSS_PRESETS:
-            raise UsageError(f"unknown --loss {cfg.loss!r}; valid: {', '.join(LOSS_PRESETS)}")
-        if cfg.model not in ("inverter", "vae"):
-            raise UsageError(f"unknown --model {cfg.model!r}; valid: inverter, vae")
+        _check_choices(cfg)
         self.cfg = cfg
         self.run_dir = run_dir
         self.device = device
         self.rank, self.world, _ = _dist_info()
-        self.bridge_layer: str | None = None  # set when an fc G starts from a conv-layer G
         self.weights = LossWeights(cfg.w_feat, cfg.w_adv, cfg.w_img).select(cfg.loss)
         self.precision = resolve_precision(cfg.precision, device)
-
         self.encoder = build_encoder(cfg.encoder, cfg.encoder_weights, device)
-        comp = EncoderSpec.parse(cfg.comparator)
-        if comp.layer is None:
+        self.comparator, self.comp_layer = (build_comparator(cfg, self.encoder, device) if self.weights.feat
+                                            else (None, EncoderSpec.parse(cfg.comparator).layer))
+        if self.comp_layer is None:
             raise UsageError(f"--comparator must be ENCODER:LAYER, got {cfg.comparator!r}")
-        self.comp_layer = comp.layer
-        if self.weights.feat:
-            # the same network (shared, not a second copy) unless another encoder or other weights
-            same = comp.name == cfg.encoder and cfg.encoder_weights is None
-            self.comparator = self.encoder if same else build_encoder(comp.name, None, device)
-            if cfg.comparator_size:
-                self.comparator = self.comparator.with_input_size(cfg.comparator_size)
-            self.comparator.check_layers([comp.layer])
-        else:
-            self.comparator = None
-
         torch.manual_seed(rng_seed(cfg.seed))
-        if cfg.vae_encoder not in ("finetune", "frozen"):
-            raise UsageError(f"unknown --vae-encoder {cfg.vae_encoder!r}; valid: finetune, frozen")
         self.vae_frozen = cfg.model == "vae" and cfg.vae_encoder == "frozen"
         # the features G (or the frozen VAE's heads) read: cached with --feature-cache
         self.feat_layer = "fc6" if self.vae_frozen else cfg.layer
-        init = load_checkpoint(cfg.init_generator, kind="generator") if cfg.init_generator else None
-        if cfg.model == "inverter":
-            self.encoder.check_layers([cfg.layer])
-            shape = tuple(self.encoder.layer_shapes()[cfg.layer])
-        else:
-            shape = (cfg.latent_dim,)
-            if self.vae_frozen:
-                self.encoder.check_layers(["fc6"])
-        kind = "fc" if len(shape) == 1 else "conv"
-        bridge: tuple[int, ...] = ()
-        init_gcfg = generator_config(init) if init is not None else None
-        # continuing a generator of the same layer (a later session): it keeps its architecture,
-        # its bridge included, and its steps count towards the exported total
-        continuing = init is not None and cfg.model == "inverter" and init.layer == cfg.layer
-        if continuing:
-            bridge = tuple(init_gcfg.bridge)
-        elif init is not None and kind == "fc":
-            if init.encoder == cfg.encoder and init_gcfg.kind == "conv":
-                bridge, self.bridge_layer = init_gcfg.in_shape, init.layer
-            elif cfg.model == "vae":
-                raise UsageError(f"--init-generator {cfg.init_generator}: a VAE decoder starts "
-                                 f"from a conv-layer (pool5) generator of {cfg.encoder}")
-        self.prior_steps = init.train_steps if continuing else 0
-        self.gcfg = GeneratorConfig(kind, shape, cfg.image_size, cfg.g_width,
-                                    tuple(cfg.fc_dims) if kind == "fc" else (), bridge,
-                                    init_gcfg.upsample if init_gcfg is not None and (continuing or bridge) else cfg.upsample)
-        if cfg.model == "inverter":
-            self.G: torch.nn.Module = Generator(self.gcfg).to(device)
-            cond_dim = int(np.prod(shape)) if cfg.d_cond else 0
-        else:
-            vae = VAE(cfg.latent_dim, cfg.image_size, cfg.g_width, tuple(cfg.fc_dims), bridge,
-                      frozen_encoder=self.vae_frozen, upsample=self.gcfg.upsample)
-            if self.vae_frozen:
-                vae.attach_encoder(self.encoder)
-            elif cfg.encoder == "alexnet" and self.encoder.weights_path is not None:
-                vae.init_from_alexnet(self.encoder.model.state_dict())
-            self.G = vae.to(device)
-            cond_dim = 0
-        if init is not None:
-            self._init_generator(cfg.init_generator, init)
-        self.D = Discriminator(DiscriminatorConfig(cfg.d_width, cond_dim)).to(device)
+        nets = build_networks(cfg, self.encoder, self.vae_frozen, device)
+        self.G, self.gcfg, self.bridge_layer, self.prior_steps = nets.G, nets.gcfg, nets.bridge_layer, nets.prior_steps
+        if nets.init is not None:
+            self._init_generator(cfg.init_generator, nets.init)
+        self.D = Discriminator(DiscriminatorConfig(cfg.d_width, nets.cond_dim)).to(device)
         self.optG = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
@@ -345,12 +373,43 @@ class Trainer:
         amp_ctx = autocast(self.device, self.precision)
         if self.bridge_layer is not None and self.step < cfg.bridge_steps:
             return self.bridge_step(x, y, amp_ctx)
-        with torch.no_grad(), amp_ctx:
-            c_real = None
+        y, c_real = self.targets(x, y, w, amp_ctx)
+        with amp_ctx:
+            if cfg.model == "inverter":
+                fake, mu, logvar = self.G_ddp(y), None, None
+            else:
+                fake, mu, logvar = self.G_ddp(x, h=y)
+        stats: dict[str, Any] = {}
+        y = y if cfg.model == "inverter" else None  # D is conditioned on the inverted features only
+        l_discr = self.d_step(x, fake, y, amp_ctx) if w.adv and not self.d_paused else None
+        total, parts = self.g_loss(w, x, fake, y, c_real, mu, logvar, amp_ctx)
+        if l_discr is None and w.adv:
+            with torch.no_grad(), amp_ctx:
+                l_discr = discr_loss(self.D(x, y), self.D(fake.detach(), y))
+        if not torch.isfinite(total):
+            raise NonFiniteLoss(f"non-finite loss at step {self.step} ({parts}); "
+                                f"last good checkpoint: {self.state_path()}")
+        g_paused = self.update_pauses(l_discr, parts, stats) if w.adv and l_discr is not None else False
+        if not g_paused:
+            self.optG.zero_grad(set_to_none=True)
+            total.backward()
+            self.clip_g_gradient(stats)
+            self.optG.step()
+        stats.update(parts)
+        stats.update(total=float(total.detach()), d_paused=self.d_paused, g_paused=g_paused,
+                     w_img=w.img, w_feat=w.feat, w_adv=w.adv)
+        return stats
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights, amp_ctx):
+        """(y, c_real): the features G reads (the cached `y`, or E(x)) and the comparator's
+        features of the real images (None without L_feat); one encoder pass for both when the
+        comparator is the encoder itself (pool5 → pool5)."""
+        cfg, c_real = self.cfg, None
+        with amp_ctx:
             if y is not None:
                 y = y.to(self.device).float()
             elif cfg.model == "inverter" or self.vae_frozen:
-                # one pass for both when the comparator is the encoder itself (pool5 → pool5)
                 shared = w.feat and self.comparator is self.encoder
                 layers = [self.feat_layer] + ([self.comp_layer] if shared else [])
                 feats = self.encoder(x, layers)
@@ -358,23 +417,22 @@ class Trainer:
                 c_real = feats[self.comp_layer].float() if shared else None
             if w.feat and c_real is None:
                 c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float()
+        return y, c_real
+
+    def d_step(self, x: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, amp_ctx) -> torch.Tensor:
+        """One discriminator update on real x against G's (detached) output; returns L_discr."""
         with amp_ctx:
-            if cfg.model == "inverter":
-                fake = self.G_ddp(y)
-                mu = logvar = None
-            else:
-                fake, mu, logvar = self.G_ddp(x, h=y)
-        stats: dict[str, Any] = {}
-        y = y if cfg.model == "inverter" else None  # D is conditioned on the inverted features only
-        l_discr = None
-        if w.adv and not self.d_paused:
-            with amp_ctx:
-                d_real = self.D_ddp(x, y)
-                d_fake = self.D_ddp(fake.detach(), y)
-            l_discr = discr_loss(d_real, d_fake)
-            self.optD.zero_grad(set_to_none=True)
-            l_discr.backward()
-            self.optD.step()
+            d_real = self.D_ddp(x, y)
+            d_fake = self.D_ddp(fake.detach(), y)
+        l_discr = discr_loss(d_real, d_fake)
+        self.optD.zero_grad(set_to_none=True)
+        l_discr.backward()
+        self.optD.step()
+        return l_discr
+
+    def g_loss(self, w: LossWeights, x, fake, y, c_real, mu, logvar, amp_ctx) -> tuple[torch.Tensor, dict]:
+        """G's loss λ_feat·L_feat + λ_adv·L_adv + λ_img·L_img (+ λ_KL·KL for the VAE) and its parts;
+        D's parameters are frozen while its gradient flows into G."""
         with amp_ctx:
             c_fake = self.comparator(fake, [self.comp_layer])[self.comp_layer] if w.feat else None
             d_fake_g = None
@@ -386,39 +444,28 @@ class Trainer:
             self.D.requires_grad_(True)
         if mu is not None:
             kl = kl_loss(mu, logvar)
-            total = total + cfg.w_kl * kl
+            total = total + self.cfg.w_kl * kl
             parts["kl"] = float(kl.detach())
-        if l_discr is None and w.adv:
-            with torch.no_grad(), amp_ctx:
-                l_discr = discr_loss(self.D(x, y), self.D(fake.detach(), y))
-        if not torch.isfinite(total):
-            raise NonFiniteLoss(f"non-finite loss at step {self.step} ({parts}); "
-                                f"last good checkpoint: {self.state_path()}")
-        g_paused = False
-        if w.adv and l_discr is not None:
-            pair = torch.tensor([float(l_discr.detach()), parts["adv"]])
-            if self.world > 1:
-                # every rank must take the same pause decisions, or DDP's collectives desynchronise
-                pair = pair.to(self.device)
-                dist.all_reduce(pair)
-                pair = pair.cpu() / self.world
-            ratio = float(pair[0]) / max(float(pair[1]), 1e-8)
-            g_paused = ratio > cfg.g_pause_above
-            # hysteresis as in the original code: pause D when it wins, resume once it is losing again
-            if self.d_paused and ratio > cfg.d_resume_above:
-                self.d_paused = False
-            elif not self.d_paused and ratio < cfg.d_pause_below:
-                self.d_paused = True
-            stats["discr"] = float(l_discr.detach())
-        if not g_paused:
-            self.optG.zero_grad(set_to_none=True)
-            total.backward()
-            self.clip_g_gradient(stats)
-            self.optG.step()
-        stats.update(parts)
-        stats.update(total=float(total.detach()), d_paused=self.d_paused, g_paused=g_paused,
-                     w_img=w.img, w_feat=w.feat, w_adv=w.adv)
-        return stats
+        return total, parts
+
+    def update_pauses(self, l_discr: torch.Tensor, parts: dict[str, Any], stats: dict[str, Any]) -> bool:
+        """The pause hysteresis of the original code on r = L_discr / L_adv (averaged over ranks,
+        so every rank decides alike): pause D below d_pause_below until r rises above
+        d_resume_above; skip G's update while r > g_pause_above. Returns whether G skips."""
+        cfg = self.cfg
+        pair = torch.tensor([float(l_discr.detach()), parts["adv"]])
+        if self.world > 1:
+            # every rank must take the same pause decisions, or DDP's collectives desynchronise
+            pair = pair.to(self.device)
+            dist.all_reduce(pair)
+            pair = pair.cpu() / self.world
+        ratio = float(pair[0]) / max(float(pair[1]), 1e-8)
+        if self.d_paused and ratio > cfg.d_resume_above:
+            self.d_paused = False
+        elif not self.d_paused and ratio < cfg.d_pause_below:
+            self.d_paused = True
+        stats["discr"] = float(l_discr.detach())
+        return ratio > cfg.g_pause_above
 
     def save_grid(self, x: torch.Tensor, path: Path) -> None:
         from .figures import make_grid
@@ -475,7 +522,8 @@ def _cached_features(trainer: Trainer, images: np.ndarray, cfg: TrainConfig) -> 
 
 def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
           device: torch.device | str = "cpu", on_step: StepCallback | None = None,
-          images: np.ndarray | torch.Tensor | None = None) -> Path:
+          images: np.ndarray | torch.Tensor | None = None,
+          should_stop: Callable[[int], bool] | None = None) -> Path:
     """Train a DeePSiM generator (or VAE) and export it; returns the generator checkpoint path.
 
     Args:
@@ -484,11 +532,12 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
         device: torch device.
         on_step: called as on_step(step, stats) after every logged step.
         images: optional preloaded (N, S, S, 3) uint8 images (skips decoding cfg.data).
+        should_stop: called as should_stop(step) after every step; True ends the run there
+            cleanly (state saved, generator exported, resumable), as --time-limit does.
     """
     cfg.validate()
     device = maybe_init_distributed(torch.device(device))
     run_dir = Path(run_dir)
-    rank, world, _ = _dist_info()
     if not resume and (run_dir / "state.safetensors").exists():
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or pick another --out")
     if resume and not (run_dir / "state.safetensors").exists():
@@ -496,31 +545,63 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
     if images is None and not cfg.data:
         raise UsageError("no training data: pass --data DIR|TAR")
     trainer = Trainer(cfg, run_dir, device)  # validates layers/comparator before the data is decoded
-    if images is None:
-        if rank == 0:
-            images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
-        if world > 1:
-            dist.barrier()
-            if rank != 0:
-                images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
+    images = _training_images(cfg, images)
     if resume:
         trainer.load_state()  # refuses a changed config before anything on disk is touched
-    if rank == 0:
+    if trainer.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temp_files(run_dir)
         write_json(run_dir / "config.json", cfg.to_dict())
-    features = None
-    if cfg.feature_cache:
-        if cfg.model != "inverter" and not trainer.vae_frozen:
-            raise UsageError("--feature-cache applies to inverters and the --vae-encoder frozen VAE")
-        if images.shape[1] != cfg.image_size:
-            raise UsageError(f"--feature-cache needs images decoded at --image-size "
-                             f"({cfg.image_size}), got {images.shape[1]} (set --load-size {cfg.image_size})")
-        features = _cached_features(trainer, images, cfg)
+    features = _feature_cache(trainer, images, cfg) if cfg.feature_cache else None
     if device.type == "cuda" and isinstance(images, np.ndarray):
         images = torch.from_numpy(images).to(device)  # whole set on the GPU: no loader bottleneck
+    try:
+        _loop(trainer, images, features, on_step, should_stop)
+    except KeyboardInterrupt:
+        from .utils import sigint_deferred
+        with sigint_deferred():  # a second Ctrl-C must not cut the save short
+            _checkpoint(trainer)
+        raise
+    return run_dir / "generator.safetensors"
+
+
+def _training_images(cfg: TrainConfig, images):
+    """The preloaded images, or cfg.data decoded (rank 0 first, so the others hit its cache)."""
+    if images is not None:
+        return images
+    rank, world, _ = _dist_info()
+    if rank == 0:
+        images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
+    if world > 1:
+        dist.barrier()
+        if rank != 0:
+            images, _ = load_array(cfg.data, cfg.load_size, limit=cfg.limit)
+    return images
+
+
+def _feature_cache(trainer: Trainer, images, cfg: TrainConfig) -> torch.Tensor:
+    if cfg.model != "inverter" and not trainer.vae_frozen:
+        raise UsageError("--feature-cache applies to inverters and the --vae-encoder frozen VAE")
+    if images.shape[1] != cfg.image_size:
+        raise UsageError(f"--feature-cache needs images decoded at --image-size "
+                         f"({cfg.image_size}), got {images.shape[1]} (set --load-size {cfg.image_size})")
+    return _cached_features(trainer, images, cfg)
+
+
+def _checkpoint(trainer: Trainer) -> None:
+    """state.safetensors (every rank's view is the same; rank 0 exports) + generator.safetensors."""
+    trainer.save_state()
+    if trainer.rank == 0:
+        trainer.export_generator()
+
+
+def _loop(trainer: Trainer, images, features, on_step: StepCallback | None,
+          should_stop: Callable[[int], bool] | None) -> None:
+    """Steps until cfg.steps, --time-limit or should_stop: log every log_every steps (stats.jsonl
+    and on_step), a grid every grid_every, a checkpoint every ckpt_every and at the end."""
+    cfg, rank = trainer.cfg, trainer.rank
     fixed = trainer.make_batch(images, 0)[:8].detach().clone()
-    stats_f = LineLog(run_dir / "stats.jsonl") if rank == 0 else None  # a full disk: one line, no half line
+    stats_f = LineLog(trainer.run_dir / "stats.jsonl") if rank == 0 else None  # a full disk: one line
     t0, seen, t_start = time.time(), 0, time.time()
     try:
         while trainer.step < cfg.steps:
@@ -528,35 +609,25 @@ def train(cfg: TrainConfig, *, run_dir: str | os.PathLike, resume: bool = False,
             y = features[trainer.batch_index(len(images), trainer.step)] if features is not None else None
             stats = trainer.train_step(x, y)
             trainer.step += 1
-            seen += x.shape[0] * world
+            seen += x.shape[0] * trainer.world
             s = trainer.step
             if s % cfg.log_every == 0 or s == cfg.steps:
-                if device.type == "cuda":
+                if trainer.device.type == "cuda":
                     torch.cuda.synchronize()
-                dt = time.time() - t0
-                stats.update(step=s, img_s=seen / max(dt, 1e-9), time=time.time() - t_start)
+                stats.update(step=s, img_s=seen / max(time.time() - t0, 1e-9), time=time.time() - t_start)
                 t0, seen = time.time(), 0
                 if stats_f:
                     stats_f.write(json.dumps(stats))
                 if on_step:
                     on_step(s, stats)
             if rank == 0 and cfg.grid_every and s % cfg.grid_every == 0:
-                trainer.save_grid(fixed, run_dir / "grids" / f"step-{s:07d}.png")
-            out_of_time = cfg.time_limit is not None and time.time() - t_start > cfg.time_limit
-            if s % cfg.ckpt_every == 0 or s == cfg.steps or out_of_time:
-                trainer.save_state()
-                if rank == 0:
-                    trainer.export_generator()
-            if out_of_time:
+                trainer.save_grid(fixed, trainer.run_dir / "grids" / f"step-{s:07d}.png")
+            stop = (cfg.time_limit is not None and time.time() - t_start > cfg.time_limit) or \
+                bool(should_stop and should_stop(s))
+            if s % cfg.ckpt_every == 0 or s == cfg.steps or stop:
+                _checkpoint(trainer)
+            if stop:
                 break
-    except KeyboardInterrupt:
-        from .utils import sigint_deferred
-        with sigint_deferred():  # a second Ctrl-C must not cut the save short
-            trainer.save_state()
-            if rank == 0:
-                trainer.export_generator()
-        raise
     finally:
         if stats_f:
             stats_f.close()
-    return run_dir / "generator.safetensors"

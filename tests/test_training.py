@@ -526,3 +526,13 @@ def test_vae_clips_an_outlier_gradient_at_twice_the_running_norm(tmp_path):
     assert step(50.0) == pytest.approx(2.0, rel=1e-3)
     assert step(1.5) == pytest.approx(1.5, rel=1e-4)
     assert Trainer(TINY, tmp_path / "i", CPU).g_clip == 0.0
+
+
+def test_should_stop_ends_the_run_cleanly_and_it_resumes(tmp_path, images):
+    cfg = TINY.replace(loss="img", steps=50, ckpt_every=100, grid_every=0)
+    run = tmp_path / "stopped"
+    train(cfg, run_dir=run, images=images, should_stop=lambda step: step == 3)
+    assert read_metadata(run / "state.safetensors")["train_steps"] == "3"
+    assert load_checkpoint(run / "generator.safetensors").train_steps == 3
+    train(cfg.replace(steps=5), run_dir=run, resume=True, images=images)
+    assert read_metadata(run / "state.safetensors")["train_steps"] == "5"
