@@ -290,7 +290,8 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
         prog = step / cfg.steps
         if cfg.time_limit:
             prog = max(prog, (time.time() - t_start) / cfg.time_limit)
-        set_lr(opt, cosine_lr(cfg.lr * min(1.0, (step + 1) / cfg.warmup), prog))
+        lr = cosine_lr(cfg.lr * min(1.0, (step + 1) / cfg.warmup), prog)
+        set_lr(opt, lr)
         if cache is not None:
             idx = torch.randint(len(cache[0]), (cfg.batch,), generator=g).sort().values.numpy()
             feats = torch.from_numpy(np.asarray(cache[0][idx], dtype=np.float32)).to(device)

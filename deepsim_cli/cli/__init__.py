@@ -65,10 +65,15 @@ def _flush_stdout(debug: bool) -> int:
     return 0
 
 
+_AS_PROGRAM = False  # set by main(): the process ends with this command (not CliRunner in a test)
+
+
 def _ignore_sigint() -> None:
+    """Ignore further Ctrl-Cs while a `deepsim` process exits after an interrupt (130). Only as a
+    program: a library caller or a test runner keeps its own SIGINT handling."""
     import signal
     import threading
-    if threading.current_thread() is threading.main_thread():
+    if _AS_PROGRAM and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
@@ -279,6 +284,8 @@ def _debug_first(args: list[str]) -> list[str]:
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:
     """Console-script entry point (`deepsim`)."""
+    global _AS_PROGRAM
+    _AS_PROGRAM = True
     args = _debug_first(sys.argv[1:] if argv is None else list(argv))
     try:
         app(args=args, prog_name="deepsim")
