@@ -185,14 +185,16 @@ def _teacher_and_features(cfg: DistillConfig, arrays: Sequence[torch.Tensor], si
 
 
 def extract_views(cfg: DistillConfig, arrays: Sequence[np.ndarray], cache_dir: str | Path, rounds: int, *,
-                  device: torch.device, chunk: int = 64, log: Callable[[str], None] = print) -> int:
+                  device: torch.device, chunk: int = 64, log: Callable[[str], None] = print,
+                  on_views: Callable[[int], None] | None = None) -> int:
     """CPU path: precompute (pool5 features, teacher logits) of augmented views once, so the head
     can train for many epochs without running the two networks again.
 
     Each round draws as many views as there are images and is written as one shard pair
     (round-NNN.feats.npy float16 (V, 9216), round-NNN.logits.npy float16 (V, 1000)) atomically;
     rounds already on disk are skipped, so an interrupted extraction resumes. Returns the number
-    of cached views.
+    of cached views. `on_views(k)` is called as views are done (k at a time; a skipped round
+    counts as done), for a progress bar over rounds × images.
     """
     from .utils import atomic_output
 
@@ -206,6 +208,8 @@ def extract_views(cfg: DistillConfig, arrays: Sequence[np.ndarray], cache_dir: s
     for r in range(rounds):
         stem = cache_dir / f"round-{r:03d}"
         if Path(f"{stem}.logits.npy").exists():
+            if on_views:
+                on_views(n)
             continue
         t0 = time.time()
         feats = np.empty((n, 9216), dtype=np.float16)
@@ -216,6 +220,8 @@ def extract_views(cfg: DistillConfig, arrays: Sequence[np.ndarray], cache_dir: s
             f, t = _teacher_and_features(cfg, tarrays, sizes, teacher, student, g, k, device)
             feats[i:i + k] = f.cpu().numpy()
             logits[i:i + k] = t.cpu().numpy()
+            if on_views:
+                on_views(k)
         for arr, suffix in ((feats, "feats"), (logits, "logits")):  # logits last: they mark a complete round
             with atomic_output(f"{stem}.{suffix}.npy") as tmp:
                 with open(tmp, "wb") as fh:

@@ -132,7 +132,10 @@ def test_view_cache_extracts_resumes_and_trains(tmp_path):
     assert np.isfinite(feats.astype(np.float32)).all() and (feats >= 0).all()  # post-ReLU pool5
     first = (cache / "round-000.feats.npy").stat().st_mtime_ns
     logs: list[str] = []
-    assert extract_views(cfg, [arr], cache, 3, device=torch.device("cpu"), chunk=4, log=logs.append) == 18
+    done: list[int] = []  # progress: every view of the 3 rounds, the 2 skipped ones included
+    assert extract_views(cfg, [arr], cache, 3, device=torch.device("cpu"), chunk=4, log=logs.append,
+                         on_views=done.append) == 18
+    assert sum(done) == 18 and done[:2] == [6, 6] and done[2:] == [4, 2]
     assert (cache / "round-000.feats.npy").stat().st_mtime_ns == first  # done rounds are skipped
     assert len(logs) == 1
     out = tmp_path / "a.safetensors"

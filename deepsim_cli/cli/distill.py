@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import precheck, say, setup
+from ._common import precheck, progress_bar, say, setup
 from ._options import (BatchOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, nonneg_float, positive_float, print_json,
                        resolve)
 
@@ -95,7 +95,10 @@ def distill(
                         teacher_size=teacher_size, precision=opts.precision,
                         time_limit=parse_duration(time_limit) if time_limit else None)
     if cache is not None:
-        n_views = extract_views(cfg, arrays, cache, rounds, device=dev, log=lambda m: say(opts, m))
+        n_images = sum(len(a) for a in arrays)
+        with progress_bar(opts, rounds * n_images, "caching views") as advance:
+            n_views = extract_views(cfg, arrays, cache, rounds, device=dev, log=lambda m: say(opts, m),
+                                    on_views=advance)
         say(opts, f"{n_views} cached views in {cache}")
         stats = lib_distill(cfg, out=out, device=dev, log=lambda m: say(opts, m), cache_dir=cache)
     else:
