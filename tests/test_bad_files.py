@@ -272,3 +272,12 @@ def test_distill_cache_that_cannot_hold_the_views_is_one_line_before_any_work(cl
     r = cli(*base, "--cache", "afile/sub")
     assert r.exit_code == 1 and "cannot write the --cache folder afile/sub" in error_line(r)
     assert not Path("h.safetensors").exists() and "training images" not in r.stderr
+
+
+def test_eval_of_one_image_says_two_are_needed(cli, error_line, tiny_gen_file, in_tmp):
+    one = in_tmp / "one"
+    one.mkdir()
+    shutil.copy(IMAGES / "chelsea.jpg", one / "chelsea.jpg")
+    r = cli("eval", "--data", str(one), "--weights", str(tiny_gen_file), "--no-lpips", "--no-judge", "--csv", "e.csv")
+    assert r.exit_code == 2 and "at least two images" in error_line(r)
+    assert not Path("e.csv").exists()

@@ -82,6 +82,9 @@ def eval_(
         arr, names = load_array(data, gen.image_size, sample=(n, opts.seed))
         total = count_images(data)
         x = to_float(torch.from_numpy(arr))
+        if len(x) < 2:
+            from ..errors import UsageError
+            raise UsageError(f"evaluation needs at least two images, {data} holds {len(x)} (errors are normalised by their mean pairwise distance)")
         say(opts, f"evaluating {encoder}:{l} on {len(x)} of {total} images at {gen.image_size} px "
                   f"(seed {opts.seed})")
         with progress_bar(opts, eval_stages(refine_steps, judge is not None), f"eval {l}") as advance:
