@@ -311,3 +311,11 @@ def test_help_prose_is_wrapped_by_rich_not_by_the_source_lines(command):
     assert "../shared" not in doc
     assert unwrap_help("One line\ncontinues here.\n\n  deepsim x\n  deepsim y") == \
         "One line continues here.\n\n  deepsim x\n  deepsim y"
+
+
+def test_shell_completion_is_offered_and_the_train_hint_names_the_encoder(cli, error_line):
+    r = cli("--help")
+    assert r.exit_code == 0 and "--install-completion" in r.stdout and "--show-completion" in r.stdout
+    r = cli("invert", CHELSEA, "--encoder", "mobilenet_v2", "--layer", "block5")
+    line = error_line(r)
+    assert r.exit_code == 2 and "deepsim train --encoder mobilenet_v2 --layer block5 --data DIR" in line

@@ -69,7 +69,8 @@ def load_gen(encoder, layer: str, weights: Optional[Path], device):
         hint = " (the paper's CONV5 is pool5 here: conv5 after max-pooling)" if layer == "conv5" else ""
         raise UsageError(f"no shipped generator for {encoder.name}:{layer}{hint}; shipped: "
                          f"{', '.join(shipped) or 'none'}; `deepsim invert --method optimize` inverts any layer "
-                         f"without one, or pass --weights FILE (train one with `deepsim train --layer {layer}`)")
+                         f"without one, or pass --weights FILE (train one with `deepsim train "
+                         f"{'' if encoder.name == 'alexnet' else f'--encoder {encoder.name} '}--layer {layer} --data DIR`)")
     gen = load_generator(path, device, encoder=encoder)
     from .. import provenance
     from ..encoders import file_sha256
