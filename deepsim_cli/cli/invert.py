@@ -99,6 +99,7 @@ def invert(
     precheck(images, encoder, parse_layers(layer))  # answers typos before torch loads
     import torch
 
+    from ..codes import write_codes
     from ..figures import make_grid
     from ..images import save_image
     from ..inference import invert as lib_invert
@@ -249,8 +250,7 @@ def _pad_blocks(cells: list, n: int, ncols: int, rows: int, fill=None) -> list:
 
 
 # ----------------------------------------------------------------------------- saved codes
-# A code file is a deepsim safetensors checkpoint of kind "code": one (N, *shape) float32 tensor
-# per layer (named by the layer), the encoder and its sha256, and the image names in order.
+# (the file format: deepsim_cli.codes)
 
 def _check_code_suffix(path: Optional[Path]) -> None:
     if path is not None and path.suffix.lower() != ".safetensors":
@@ -258,42 +258,12 @@ def _check_code_suffix(path: Optional[Path]) -> None:
         raise UsageError(f"codes are saved as safetensors: name the file *.safetensors, not {path.name}")
 
 
-def write_codes(path: Path, codes: dict, enc, names: list[str], refine: int = 0, **extra: str) -> None:
-    """Save `codes` ({layer: (N, *shape) tensor}) as a kind='code' checkpoint."""
-    import json
-
-    from ..checkpoint import save_checkpoint
-    save_checkpoint(path, {l: c.float().contiguous() for l, c in codes.items()}, kind="code",
-                    encoder=enc.name, layer=",".join(codes), encoder_sha256=enc.sha256,
-                    extra={"names": json.dumps(names), "refine_steps": str(refine), **extra})
-
-
-def read_codes(path: Path) -> tuple[dict, list[str], str, str]:
-    """({layer: codes}, names, encoder, encoder_sha256) of a file written by write_codes."""
-    import json
-
-    from ..checkpoint import load_checkpoint
-    from ..errors import UsageError
-    ck = load_checkpoint(path, kind="code")
-    n = {len(t) for t in ck.tensors.values()}
-    try:
-        names = json.loads(ck.extra.get("names", "[]"))
-    except ValueError:
-        names = []
-    if not ck.tensors or len(n) != 1 or not all(t.is_floating_point() and t.isfinite().all()
-                                                for t in ck.tensors.values()):
-        raise UsageError(f"{path}: not a usable code file (expected finite float tensors of one batch size)")
-    count = n.pop()
-    if not (isinstance(names, list) and len(names) == count):
-        names = [f"code{i}" for i in range(count)]
-    return dict(ck.tensors), [str(x) for x in names], ck.encoder, ck.encoder_sha256
-
-
 def _invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, ncols, no_clobber, batch, device,
                   seed, json_out, quiet, save_code) -> None:
     """`deepsim invert --code FILE`: decode saved codes (refined further with --refine)."""
     import torch
 
+    from ..codes import read_codes, write_codes
     from ..errors import UsageError
     from ..figures import make_grid
     from ..images import save_image

@@ -233,7 +233,7 @@ def visualize(
             save_gif(frames, gif_path, duration_ms=120, captions=fcaps)
             outputs["gif"] = str(gif_path)
         if save_code is not None:
-            from .invert import write_codes
+            from ..codes import write_codes
             write_codes(save_code, {code_layer: torch.cat([r.code for r in runs])}, alex,
                         [f"{r['label']} seed {r['seed']}" for r in results])
             outputs["code"] = str(save_code)

@@ -1,0 +1,46 @@
+"""Saved codes: what a generator decoded, kept so that it can be decoded (or refined) again.
+
+A code file is a deepsim safetensors checkpoint of kind "code": one (N, *shape) float32 tensor per
+layer (named by the layer), the encoder's name and sha256, the image names in order (JSON) and the
+refinement steps. `deepsim invert --save-code` and `deepsim visualize --save-code` write it,
+`deepsim invert --code FILE` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import UsageError
+
+__all__ = ["write_codes", "read_codes"]
+
+
+def write_codes(path: str | Path, codes: dict[str, torch.Tensor], enc, names: list[str], refine: int = 0,
+                **extra: str) -> None:
+    """Save `codes` ({layer: (N, *shape) tensor}) of encoder `enc` for the images `names` as a
+    kind='code' checkpoint (atomic)."""
+    save_checkpoint(path, {l: c.float().contiguous() for l, c in codes.items()}, kind="code",
+                    encoder=enc.name, layer=",".join(codes), encoder_sha256=enc.sha256,
+                    extra={"names": json.dumps(names), "refine_steps": str(refine), **extra})
+
+
+def read_codes(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str], str, str]:
+    """({layer: (N, *shape) codes}, N image names, encoder name, encoder sha256) of a file written by
+    write_codes; UsageError (one line) for a file that is not one, or holds non-finite values."""
+    ck = load_checkpoint(path, kind="code")
+    n = {len(t) for t in ck.tensors.values()}
+    try:
+        names = json.loads(ck.extra.get("names", "[]"))
+    except ValueError:
+        names = []
+    if not ck.tensors or len(n) != 1 or not all(t.is_floating_point() and t.isfinite().all()
+                                                for t in ck.tensors.values()):
+        raise UsageError(f"{path}: not a usable code file (expected finite float tensors of one batch size)")
+    count = n.pop()
+    if not (isinstance(names, list) and len(names) == count):
+        names = [f"code{i}" for i in range(count)]
+    return dict(ck.tensors), [str(x) for x in names], ck.encoder, ck.encoder_sha256
