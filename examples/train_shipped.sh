@@ -5,14 +5,31 @@
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 
-# AlexNet pool5 (the paper's CONV5) → 128 px, full DeePSiM loss (feature + adversarial + image),
-# on Imagenette train. CPU budget (2 cores): half-width generator, comparator at 128 px,
-# image-loss warm start, E(x) cached once (fixed centre crops); --time-limit stops cleanly with a checkpoint, --resume continues.
-deepsim train --layer pool5 --data "$DATA/imagenette-160-train.tar" --out runs/pool5-128 \
-    --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
-    --w-img 2.0 --feature-cache --load-size 128 --img-warmup 300 --steps 100000 --time-limit "${TIME_LIMIT:-68m}" --grid-every 250 --ckpt-every 250
-deepsim eval --data "$DATA/imagenette-160-val.tar" --weights runs/pool5-128/generator.safetensors --n 500 --json > runs/pool5-128-eval.json
-python tools/ship_generator.py runs/pool5-128/generator.safetensors --metrics runs/pool5-128-eval.json
+# AlexNet pool5 (the paper's CONV5) → 128 px, full DeePSiM loss (feature + adversarial + image):
+# pool5 generator v2 (shipped). Imagenette train + extra-160 (all 1000 classes, full-resolution
+# 160 px photos; Tiny ImageNet's upsampled 64 px images are left out), on-the-fly random resized
+# crops (scale 0.6–1) + flips of 144 px decodes, bf16 autocast (this CPU has AMX), half-width
+# generator with resize-then-conv upsampling (no transposed-conv checkerboard; --upsample deconv
+# is the paper's Table-1 layout), comparator at 128 px, image-loss warm start. Stopped by hand
+# (Ctrl-C, state saved) at the step given in weights/README.md; --resume continues it.
+deepsim train --layer pool5 --data "$DATA/imagenette-160-train.tar" --data "$DATA/extra-160-train.tar" \
+    --out runs/pool5-v2 --image-size 128 --load-size 144 --g-width 0.5 --upsample resize \
+    --comparator-size 128 --batch 32 --w-img 2.0 --img-warmup 300 --steps 100000 \
+    --time-limit "${TIME_LIMIT:-145m}" --grid-every 500 --ckpt-every 250
+mkdir -p runs/eval
+for s in photos-eval imagenet-sample-256 imagenette-160-val; do
+    deepsim --json eval --data "$DATA/$s.tar" --layer pool5 --weights runs/pool5-v2/generator.safetensors \
+        --n 1000 > "runs/eval/pool5-v2-$s.json"
+done
+python tools/ship_generator.py runs/pool5-v2/generator.safetensors --metrics runs/eval/pool5-v2-imagenet-sample-256.json
+
+# pool5 generator v1 (shipped until v2): the fc6/fc7/fc8 generators and the VAEs below were started
+# from it, so their recipes take it from git history (or retrain it with the commented command):
+# Imagenette train only, fixed centre crops with E(x) cached once, transposed-conv upsampling, 68 minutes.
+mkdir -p runs && git show 91276db:weights/alexnet-pool5-generator.safetensors > runs/pool5-v1.safetensors
+# deepsim train --layer pool5 --data "$DATA/imagenette-160-train.tar" --out runs/pool5-128 \
+#     --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
+#     --w-img 2.0 --feature-cache --load-size 128 --img-warmup 300 --steps 100000 --time-limit 68m --grid-every 250 --ckpt-every 250
 
 # AlexNet's fc head (fc6–fc8), distilled from MobileNetV2 on this CPU: augmented views (random
 # resized crops, flips, colour jitter, CutMix/MixUp) of both training tars are cached once
@@ -44,7 +61,7 @@ for L in fc6 fc7 fc8; do
   deepsim train --layer $L --data "$DATA/imagenette-160-train.tar" --out runs/$L-128 \
       --image-size 128 --g-width 0.5 --comparator-size 128 --batch 32 \
       --w-img 2.0 --feature-cache --load-size 128 --img-warmup 150 \
-      --init-generator weights/alexnet-pool5-generator.safetensors --bridge-steps 500 \
+      --init-generator runs/pool5-v1.safetensors --bridge-steps 500 \
       --steps 100000 --time-limit "${FC_TIME:-20m}" --grid-every 250 --ckpt-every 250   # shipped fc8: 14m
   deepsim eval --data "$DATA/imagenette-160-val.tar" --layer $L --weights runs/$L-128/generator.safetensors --n 500 --json > runs/$L-128-eval.json
   python tools/ship_generator.py runs/$L-128/generator.safetensors --metrics runs/$L-128-eval.json
@@ -88,7 +105,7 @@ deepsim visualize --compute-bounds $TWO
 # number of steps as the DeePSiM VAE reached (its step is cheaper).
 VAE="--model vae --vae-encoder frozen --data $DATA/imagenette-160-train.tar --image-size 128 --g-width 0.5 \
     --comparator-size 128 --batch 32 --w-img 2.0 --w-kl 3e-5 --feature-cache --load-size 128 \
-    --init-generator weights/alexnet-pool5-generator.safetensors --bridge-steps 500 --grid-every 250 --ckpt-every 250"
+    --init-generator runs/pool5-v1.safetensors --bridge-steps 500 --grid-every 250 --ckpt-every 250"
 deepsim train $VAE --out runs/vae-deepsim --img-warmup 150 --steps 100000 --time-limit "${VAE_TIME:-20m}"
 N=$(python -c "import json; print([json.loads(l) for l in open('runs/vae-deepsim/stats.jsonl')][-1]['step'])")
 deepsim train $VAE --out runs/vae-se --loss img --steps "$N"
