@@ -7,7 +7,6 @@ encoder_sha256, deepsim_version, train_steps, metrics (JSON), and free-form extr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import os
@@ -20,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from .errors import UsageError
+from .weights_store import sha256_file  # noqa: F401  (re-exported: checkpoint.sha256_file)
 from .utils import atomic_output
 
 FORMAT_VERSION = "1"
@@ -42,13 +42,6 @@ class Checkpoint:
     path: Path | None = None
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def save_checkpoint(

@@ -36,7 +36,7 @@ from .errors import DeepsimError, UsageError
 
 __all__ = ["MANIFEST_PATH", "MissingWeights", "manifest", "entry", "names", "checkout_dir", "cache_dir",
            "search_dirs", "weights_dir", "find", "resolve", "optional", "offline", "base_url", "url_for", "fetch",
-           "with_requirements", "identity_sha256", "rebuild_single_file"]
+           "with_requirements", "identity_sha256", "rebuild_single_file", "sha256_file"]
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights.json"
 _OFFLINE_VARS = ("DEEPSIM_OFFLINE", "HF_HUB_OFFLINE")
@@ -253,10 +253,12 @@ def url_for(name: str) -> str:
     return base_url() + urllib.parse.quote(name)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in `chunk`-byte blocks (torch-free: the one hasher of
+    weight files; checkpoint.sha256_file is this)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1 << 20):
+        while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
 
@@ -277,7 +279,7 @@ def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, timeout: floa
         raise UsageError(f"{name} is not a shipped weights file (see `deepsim weights`)")
     dest = Path(dest_dir) if dest_dir is not None else cache_dir()
     final = dest / name
-    if final.is_file() and final.stat().st_size == e["bytes"] and _sha256(final) == e["sha256"]:
+    if final.is_file() and final.stat().st_size == e["bytes"] and sha256_file(final) == e["sha256"]:
         return final
     if offline():
         raise DeepsimError(f"cannot download {name}: offline (DEEPSIM_OFFLINE or HF_HUB_OFFLINE is set)")

@@ -79,3 +79,14 @@ def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
     return tmp_path
+
+
+@pytest.fixture
+def work(tmp_path, monkeypatch) -> Path:
+    """Run the test in an empty folder (its image cache lives beside it, not in it), so "no output
+    was written" is "the folder is still empty"; returns the folder."""
+    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
+    w = tmp_path / "work"
+    w.mkdir()
+    monkeypatch.chdir(w)
+    return w

@@ -45,14 +45,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
-@pytest.fixture(autouse=True)
-def work(tmp_path, monkeypatch) -> Path:
-    """Run every command in an empty folder, so 'no output was written' is 'the folder is still empty'."""
-    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
-    w = tmp_path / "work"
-    w.mkdir()
-    monkeypatch.chdir(w)
-    return w
+pytestmark = pytest.mark.usefixtures("work")  # every command in an empty folder (conftest.work)
 
 
 def written(folder: Path) -> list[str]:

@@ -44,13 +44,7 @@ def one_line(result, code: int, prefix: str = "error: ") -> str:
     return lines[0]
 
 
-@pytest.fixture(autouse=True)
-def work(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("DEEPSIM_CACHE", str(tmp_path / "cache"))
-    w = tmp_path / "work"
-    w.mkdir()
-    monkeypatch.chdir(w)
-    return w
+pytestmark = pytest.mark.usefixtures("work")  # every command in an empty folder (conftest.work)
 
 
 def files(folder: Path) -> list[str]:
@@ -154,23 +148,6 @@ def error_and_warnings(result, code: int = 1) -> tuple[str, list[str]]:
     return errors[0], warns
 
 
-@pytest.fixture(scope="module")
-def tiny_gen(tmp_path_factory) -> Path:
-    """A small untrained pool5 generator (32 px): the commands run in a second."""
-    import torch
-
-    from deepsim_cli.checkpoint import save_checkpoint
-    from deepsim_cli.encoders import build_encoder
-    from deepsim_cli.generators import generator_for
-    torch.manual_seed(0)
-    enc = build_encoder("alexnet")
-    G = generator_for((256, 6, 6), out_size=32, width=0.125)
-    path = tmp_path_factory.mktemp("gen") / "tiny-pool5.safetensors"
-    save_checkpoint(path, G.state_dict(), kind="generator", config={"generator": G.cfg.to_dict()},
-                    encoder="alexnet", layer="pool5", encoder_sha256=enc.sha256)
-    return path
-
-
 @pytest.fixture
 def data_dir(tmp_path) -> Path:
     from PIL import Image
@@ -260,9 +237,9 @@ def test_stats_log_never_keeps_half_a_line(tmp_path, monkeypatch):
     assert path.read_text() == '{"step": 1}\n{"step": 3}\n'
 
 
-def test_eval_csv_on_a_full_disk_is_one_line_and_no_file(work, tiny_gen, data_dir, fail_writes):
+def test_eval_csv_on_a_full_disk_is_one_line_and_no_file(work, tiny_gen_file, data_dir, fail_writes):
     fail_writes(".csv")
-    r = invoke("-q", "eval", "--data", data_dir, "--n", "2", "--weights", tiny_gen, "--no-lpips", "--no-judge",
+    r = invoke("-q", "eval", "--data", data_dir, "--n", "2", "--weights", tiny_gen_file, "--no-lpips", "--no-judge",
                "--csv", "per_image.csv")
     line, _ = error_and_warnings(r, 1)
     assert line == "error: cannot write per_image.csv: No space left on device", line
@@ -282,26 +259,26 @@ def test_stdout_on_a_full_disk_is_one_line(tmp_path):
 # ---------------------------------------------------------------- 4. two outputs: both or neither
 
 @pytest.mark.parametrize("fails", [".gif", ".png"])
-def test_reencode_writes_grid_and_gif_or_neither(work, tiny_gen, fail_writes, fails):
+def test_reencode_writes_grid_and_gif_or_neither(work, tiny_gen_file, fail_writes, fails):
     fail_writes(fails)
-    r = invoke("-q", "reencode", CHELSEA, "--weights", tiny_gen, "--iters", "2", "-o", "drift.png")
+    r = invoke("-q", "reencode", CHELSEA, "--weights", tiny_gen_file, "--iters", "2", "-o", "drift.png")
     line, _ = error_and_warnings(r, 1)
     assert line == f"error: cannot write drift{fails}: No space left on device", line
     assert files(work) == []
 
 
-def test_interpolate_writes_strip_and_gif_or_neither(work, tiny_gen, fail_writes):
+def test_interpolate_writes_strip_and_gif_or_neither(work, tiny_gen_file, fail_writes):
     fail_writes(".gif", errno.EFBIG)
-    r = invoke("-q", "interpolate", CHELSEA, COFFEE, "--weights", tiny_gen, "--steps", "3", "-o", "morph.png")
+    r = invoke("-q", "interpolate", CHELSEA, COFFEE, "--weights", tiny_gen_file, "--steps", "3", "-o", "morph.png")
     line, _ = error_and_warnings(r, 1)
     assert line == "error: cannot write morph.gif: File too large", line
     assert files(work) == []
-    r = invoke("-q", "interpolate", CHELSEA, COFFEE, "--weights", tiny_gen, "--steps", "3", "-o", "ok.png")
+    r = invoke("-q", "interpolate", CHELSEA, COFFEE, "--weights", tiny_gen_file, "--steps", "3", "-o", "ok.png")
     assert r.exit_code == 1  # the same fault injector still fails every .gif
     assert files(work) == []
 
 
-def test_invert_outdir_writes_every_file_or_none(work, tiny_gen, monkeypatch):
+def test_invert_outdir_writes_every_file_or_none(work, tiny_gen_file, monkeypatch):
     import deepsim_cli.images as images
     from deepsim_cli.errors import WriteError
     real = images.save_image
@@ -314,7 +291,7 @@ def test_invert_outdir_writes_every_file_or_none(work, tiny_gen, monkeypatch):
         real(img, path, **kw)
 
     monkeypatch.setattr(images, "save_image", second_fails)
-    r = invoke("-q", "invert", CHELSEA, COFFEE, "--weights", tiny_gen, "--outdir", "rec")
+    r = invoke("-q", "invert", CHELSEA, COFFEE, "--weights", tiny_gen_file, "--outdir", "rec")
     assert "No space left on device" in one_line(r, 1) and len(calls) == 2
     assert files(work) == []
 
@@ -472,9 +449,9 @@ def test_feature_cache_is_optional(tmp_path, capsys, monkeypatch):
     assert capsys.readouterr().err.startswith("warning: cannot write")
 
 
-def test_eval_with_a_corrupt_cache_finishes_with_one_warning(work, tmp_path, tiny_gen, data_dir):
+def test_eval_with_a_corrupt_cache_finishes_with_one_warning(work, tmp_path, tiny_gen_file, data_dir):
     from deepsim_cli import utils
-    args = ("-q", "eval", "--data", data_dir, "--n", "2", "--weights", tiny_gen, "--no-lpips", "--no-judge",
+    args = ("-q", "eval", "--data", data_dir, "--n", "2", "--weights", tiny_gen_file, "--no-lpips", "--no-judge",
             "--json")
     assert invoke(*args).exit_code == 0
     _only_cache_file(tmp_path).write_bytes(b"\0" * 100)
@@ -531,18 +508,18 @@ TAMPER = [
 
 
 @pytest.mark.parametrize("field,change", TAMPER, ids=[f"{f}-{i}" for i, (f, _) in enumerate(TAMPER)])
-def test_tampered_generator_metadata_is_one_usage_error(work, tmp_path, tiny_gen, field, change):
-    bad = _tampered(tiny_gen, tmp_path / "bad.safetensors", **change(tiny_gen))
+def test_tampered_generator_metadata_is_one_usage_error(work, tmp_path, tiny_gen_file, field, change):
+    bad = _tampered(tiny_gen_file, tmp_path / "bad.safetensors", **change(tiny_gen_file))
     r = invoke("-q", "invert", CHELSEA, "--weights", bad, "-o", "out.png")
     line = one_line(r, 2)
     assert line.startswith(f"error: {bad}: bad metadata field {field} ("), line
     assert files(work) == []
 
 
-def test_tampered_train_state_is_one_usage_error(tmp_path, tiny_gen):
+def test_tampered_train_state_is_one_usage_error(tmp_path, tiny_gen_file):
     from deepsim_cli.checkpoint import BadMetadata, read_metadata
     for key, value in (("train_steps", "-3"), ("prior_steps", "x"), ("g_norm_avg", "nan")):
-        bad = _tampered(tiny_gen, tmp_path / f"{key}.safetensors", kind="train-state", **{key: value})
+        bad = _tampered(tiny_gen_file, tmp_path / f"{key}.safetensors", kind="train-state", **{key: value})
         with pytest.raises(BadMetadata, match=f"bad metadata field {key} "):
             read_metadata(bad)
 

@@ -13,7 +13,6 @@ directly (no torch). Idempotent: the same weights/ gives the same bytes.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import struct
@@ -29,12 +28,7 @@ HUB_REVISION = "v1"
 DEFAULT_LICENCE = "ImageNet-derived (training images and encoder features): non-commercial research use"
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
+from deepsim_cli.weights_store import sha256_file as sha256  # noqa: E402
 
 
 def safetensors_metadata(path: Path) -> dict[str, str]:
