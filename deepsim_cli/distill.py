@@ -230,29 +230,56 @@ def extract_views(cfg: DistillConfig, arrays: Sequence[np.ndarray], cache_dir: s
     return len(load_view_cache(cache_dir)[0])
 
 
-def load_view_cache(cache_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """All complete rounds of a view cache as (features, logits) arrays (float16)."""
+def load_view_cache(cache_dir: str | Path | Sequence[str | Path]) -> tuple[np.ndarray, np.ndarray]:
+    """All complete rounds of one view cache, or of several (concatenated in the order given),
+    as (features (V, 9216), logits (V, 1000)) float16 arrays."""
     from .errors import UsageError
 
-    rounds = sorted(Path(cache_dir).glob("round-*.logits.npy"))
-    if not rounds:
-        raise UsageError(f"no cached views in {cache_dir}")
+    dirs = [cache_dir] if isinstance(cache_dir, (str, Path)) else list(cache_dir)
+    rounds = []
+    for d in dirs:
+        found = sorted(Path(d).glob("round-*.logits.npy"))
+        if not found:
+            raise UsageError(f"no cached views in {d}")
+        rounds += found
     feats = [np.load(str(p).replace(".logits.npy", ".feats.npy"), mmap_mode="r") for p in rounds]
     logits = [np.load(p, mmap_mode="r") for p in rounds]
     return np.concatenate(feats), np.concatenate(logits)
 
 
+def init_head(student: nn.Module, path: str | Path) -> None:
+    """Start the student's head (classifier.*) from an AlexNet file's fc6–fc8 (a .safetensors or a
+    sharded .safetensors.index.json such as weights/alexnet-head-v2.safetensors.index.json)."""
+    from .encoders import load_sharded
+    from .errors import UsageError
+
+    path = Path(path)
+    tensors = load_sharded(path) if path.name.endswith(".safetensors.index.json") else load_checkpoint(path).tensors
+    head = {k[len("classifier."):]: v.float() for k, v in tensors.items() if k.startswith("classifier.")}
+    want = student.classifier.state_dict()
+    if set(head) != set(want) or any(head[k].shape != want[k].shape for k in want):
+        raise UsageError(f"--init {path}: not an AlexNet with torchvision's fc6-fc8 head")
+    student.classifier.load_state_dict(head)
+
+
 def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | None = None, *,
             out: str | Path, device: torch.device, log: Callable[[str], None] = print,
-            state_path: str | Path | None = None, cache_dir: str | Path | None = None) -> dict:
+            state_path: str | Path | None = None,
+            cache_dir: str | Path | Sequence[str | Path] | None = None,
+            init: str | Path | None = None) -> dict:
     """Train the AlexNet head on `arrays` (uint8 (N, S, S, 3) each; sampled ∝ size), or on the
-    views cached in `cache_dir` by extract_views().
+    views cached by extract_views() in `cache_dir` (one folder or several, sampled uniformly
+    over all their views).
 
-    Writes the complete AlexNet (genuine convs + distilled head) to `out`; resumes from
-    `state_path` if it exists. Returns the final stats.
+    The head starts from `init`'s fc6–fc8 if given (else random); a run resumes from
+    `state_path` if it exists (the resumed state wins over `init`). Writes the complete AlexNet
+    (genuine convs + distilled head) to `out`. Returns the final stats.
     """
     torch.manual_seed(rng_seed(cfg.seed))
     teacher, student = teacher_student(device)
+    if init is not None:
+        init_head(student, init)
+        log(f"head initialised from {init}")
     teacher = teacher.to(memory_format=torch.channels_last)
     params = list(student.classifier.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -273,7 +300,8 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
         log(f"resumed distillation at step {step}")
     if cache_dir is not None:
         cache = load_view_cache(cache_dir)
-        log(f"training on {len(cache[0])} cached views from {cache_dir}")
+        where = cache_dir if isinstance(cache_dir, (str, Path)) else ", ".join(map(str, cache_dir))
+        log(f"training on {len(cache[0])} cached views from {where}")
         sizes = None
     else:
         cache = None
@@ -332,7 +360,8 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
     save_checkpoint(out, sd, kind="encoder", config={"arch": "alexnet", "distill": asdict(cfg)},
                     encoder="alexnet", train_steps=step,
                     extra={"teacher": "mobilenet_v2 IMAGENET1K_V1",
-                           "conv_source": conv.extra.get("source_package", "alexnet-conv.safetensors")})
+                           "conv_source": conv.extra.get("source_package", "alexnet-conv.safetensors"),
+                           **({"init": Path(init).name} if init is not None else {})})
     return {"steps": step, "final_loss": sum(hist[-100:]) / max(1, len(hist[-100:]))}
 
 

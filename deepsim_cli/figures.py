@@ -22,6 +22,7 @@ from .images import ImageError, ImageLike, _write_failed, save_image, to_pil
 from .utils import atomic_output
 
 __all__ = [
+    "inversion_grid",
     "make_grid",
     "save_gif",
     "save_grid",
@@ -179,6 +180,43 @@ def make_grid(
             y = pad + r * (ch + cap_h + pad) + (ch - len(ls) * lh) // 2
             _draw_lines(draw, lfont, ls, max(pad, 2), y, label_w, fg, center=False)
     return canvas
+
+
+def inversion_grid(inputs: Sequence[ImageLike], recons: dict[str, Sequence[ImageLike]], names: Sequence[str],
+                   ncols: int = 8) -> Image.Image:
+    """The paper's Fig. 3 layout: blocks of `ncols` inputs, each followed by one row of
+    reconstructions per layer (``recons[layer][i]`` is image i's), captioned with the input
+    names and layers; the last, shorter block is padded with empty cells.
+
+    Args:
+        inputs: N images ((3, H, W) tensors in [-1, 1], PIL images or arrays).
+        recons: {layer: N reconstructions}, in row order.
+        names: N captions for the inputs.
+    """
+    layers = list(recons)
+    n, rows = len(names), len(layers) + 1
+    cells: list = []
+    caps: list = []
+    labels: list[str] = []
+    for b in range(0, n, ncols):
+        block = range(b, min(b + ncols, n))
+        cells += [inputs[i] for i in block] + [recons[l][i] for l in layers for i in block]
+        caps += [names[i] for i in block] + [l for l in layers for _ in block]
+        labels += ["input"] + layers
+    return make_grid(_pad_blocks(cells, n, ncols, rows), ncols=min(ncols, n),
+                     captions=_pad_blocks(caps, n, ncols, rows, fill=""), row_labels=labels)
+
+
+def _pad_blocks(cells: list, n: int, ncols: int, rows: int, fill=None) -> list:
+    """Cells of a wrapped grid of `rows`-row blocks with the last, shorter block padded to full rows."""
+    if n <= ncols or n % ncols == 0:
+        return cells
+    full = (n // ncols) * ncols * rows
+    last, short = cells[full:], n % ncols
+    padded = []
+    for r in range(rows):
+        padded += last[r * short:(r + 1) * short] + [fill] * (ncols - short)
+    return cells[:full] + padded
 
 
 def save_grid(images: torch.Tensor | Sequence[ImageLike], path: str | os.PathLike, **kw) -> None:

@@ -142,3 +142,36 @@ def test_view_cache_extracts_resumes_and_trains(tmp_path):
     stats = distill(cfg, out=out, device=torch.device("cpu"), log=lambda m: None, cache_dir=cache)
     assert stats["steps"] == 3 and out.is_file()
     assert "fc8" in build_encoder("alexnet", out).trained_layers
+
+
+def test_two_view_caches_train_together_from_an_initial_head(tmp_path):
+    """Views of several caches are concatenated; --init starts the head from another AlexNet's
+    fc6-fc8 (with lr 0 the written head is exactly the initial one)."""
+    from deepsim_cli.distill import DistillConfig, distill, extract_views, load_view_cache
+
+    rng = np.random.default_rng(1)
+    cfg = DistillConfig(steps=2, batch=4, warmup=1, log_every=1, lr=0.0)
+    a, b = tmp_path / "a", tmp_path / "b"
+    extract_views(cfg, [rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8)], a, 1,
+                  device=torch.device("cpu"), chunk=4, log=lambda m: None)
+    extract_views(cfg, [rng.integers(0, 256, (3, 48, 48, 3), dtype=np.uint8)], b, 1,
+                  device=torch.device("cpu"), chunk=4, log=lambda m: None)
+    feats, logits = load_view_cache([a, b])
+    assert feats.shape == (9, 9216) and logits.shape == (9, 1000)
+    assert np.array_equal(feats[6:], load_view_cache(b)[0])
+    init = REPO / "weights" / "alexnet-head-v2.safetensors.index.json"
+    out = tmp_path / "s.safetensors"
+    logs: list[str] = []
+    distill(cfg, out=out, device=torch.device("cpu"), log=logs.append, cache_dir=[a, b], init=init)
+    assert any("9 cached views" in m for m in logs)
+    from deepsim_cli.encoders import load_sharded
+    want = load_sharded(init)
+    got = load_checkpoint(out).tensors
+    for k in ("classifier.1.weight", "classifier.6.bias"):
+        assert torch.equal(got[k], want[k].half()), k
+    assert load_checkpoint(out).extra["init"] == init.name
+
+
+def test_distill_extra_cache_needs_cache(tmp_path):
+    r = _runner().invoke(app, ["distill", "--data", str(IMAGES), "--extra-cache", str(tmp_path)])
+    assert r.exit_code == 2 and "--extra-cache needs --cache" in r.stderr

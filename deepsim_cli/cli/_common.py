@@ -193,3 +193,20 @@ def progress_bar(opts: GlobalOptions, total: int, description: str, *, plain_eve
                   TimeRemainingColumn(), console=console, transient=True) as p:
         task = p.add_task(description, total=total)
         yield lambda n=1: p.advance(task, n)
+
+
+def unique_stems(stems: Sequence[str]) -> list[str]:
+    """File stems made unique by a -2, -3 … suffix (two inputs may share a name in different folders)."""
+    seen: dict[str, int] = {}
+    out = []
+    for s in stems:
+        seen[s] = seen.get(s, 0) + 1
+        out.append(s if seen[s] == 1 else f"{s}-{seen[s]}")
+    return out
+
+
+def batch_stem(paths: Sequence[Path], names: Sequence[str]) -> str:
+    """A grid's default stem: the folder's name for one folder, else the first image and a count."""
+    if len(paths) == 1 and Path(paths[0]).is_dir():
+        return Path(paths[0]).resolve().name
+    return f"{names[0]}+{len(names) - 1}"

@@ -34,6 +34,14 @@ def distill(
         "--cache", metavar="DIR", show_default=False,
         help="CPU path: precompute features + teacher logits of augmented views into DIR once "
              "(resumable), then train the head on them.")] = None,
+    extra_cache: Annotated[Optional[list[Path]], typer.Option(
+        "--extra-cache", metavar="DIR", show_default=False,
+        help="With --cache: also train on the views an earlier --cache run left in DIR (repeatable), "
+             "e.g. more views of the images that cover rare classes.")] = None,
+    init: Annotated[Optional[Path], typer.Option(
+        "--init", metavar="FILE", show_default=False,
+        help="Start the head from this AlexNet's fc6-fc8 (e.g. weights/alexnet-head-v2.safetensors.index.json) "
+             "instead of at random.")] = None,
     rounds: Annotated[int, typer.Option("--rounds", min=1,
                                         help="With --cache: views per training image (one round each).")] = 4,
     teacher_size: Annotated[int, typer.Option(
@@ -63,8 +71,13 @@ def distill(
       deepsim distill --data train/ --synthetic 8 --out runs/alexnet.safetensors --steps 20000
 
       deepsim distill --data train.tar --cache scratch/views --rounds 10 --steps 20000   # CPU
+
+      deepsim distill --data rare.tar --cache scratch/rare --extra-cache scratch/views --init runs/alexnet.safetensors
     """
-    precheck(data)  # answers typos before torch loads
+    precheck(data + list(extra_cache or []) + ([init] if init else []))  # answers typos before torch loads
+    if extra_cache and cache is None:
+        from ..errors import UsageError
+        raise UsageError("--extra-cache needs --cache (the views of --data are cached there first)")
 
     from ..data import load_array
     from ..distill import (DistillConfig, classes_in, deep_inversion, distill as lib_distill, extract_views,
@@ -100,9 +113,10 @@ def distill(
             n_views = extract_views(cfg, arrays, cache, rounds, device=dev, log=lambda m: say(opts, m),
                                     on_views=advance)
         say(opts, f"{n_views} cached views in {cache}")
-        stats = lib_distill(cfg, out=out, device=dev, log=lambda m: say(opts, m), cache_dir=cache)
+        stats = lib_distill(cfg, out=out, device=dev, log=lambda m: say(opts, m),
+                            cache_dir=[cache, *(extra_cache or [])], init=init)
     else:
-        stats = lib_distill(cfg, arrays, out=out, device=dev, log=lambda m: say(opts, m))
+        stats = lib_distill(cfg, arrays, out=out, device=dev, log=lambda m: say(opts, m), init=init)
     stats.update(out=str(out), n_real=int(sum(len(a) for a in arrays[:len(data)])), n_synth=n_synth)
     if opts.json:
         print_json(stats)

@@ -220,8 +220,8 @@ def visualize(
         claim_output(opts, path.with_suffix(".gif"))
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     if save_code is not None:
-        from .invert import _check_code_suffix
-        _check_code_suffix(save_code)
+        from .invert_codes import check_code_suffix
+        check_code_suffix(save_code)
         claim_output(opts, save_code)
     outputs = {"grid": str(path)}
     from .. import provenance
