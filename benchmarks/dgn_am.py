@@ -31,23 +31,18 @@ from deepsim_cli.figures import make_grid  # noqa: E402
 from deepsim_cli.images import save_image  # noqa: E402
 from deepsim_cli.inference import load_generator, shipped_generator_path  # noqa: E402
 from deepsim_cli.encoders import encode_batched  # noqa: E402
-from deepsim_cli.visualize import CodeBounds, bounds_path, imagenet_classes, visualize_many  # noqa: E402
+from deepsim_cli.visualize import (CodeBounds, PixelParam, ascend, bounds_path, imagenet_classes,  # noqa: E402
+                                  unit_objective, visualize_many)
 
 
 def pixel_am(target, units: list[int], size: int, iters: int, seeds: list[int],
              lr: tuple[float, float] = (0.05, 1e-4), decay: float = 0.01) -> torch.Tensor:
-    """Activation maximisation on the pixels: the same normalised, linearly decaying ascent."""
+    """Activation maximisation on the pixels: DGN-AM's optimiser (deepsim_cli.visualize.ascend)
+    with the pixels as parameters instead of the generator's code."""
     x = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(s)) * 0.05
                      for s in seeds])
-    u = torch.tensor(units)
-    for i in range(iters):
-        x = x.detach().requires_grad_(True)
-        act = target(x, ["fc8"])["fc8"][torch.arange(len(units)), u]
-        (g,) = torch.autograd.grad(act.sum(), x)
-        step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
-        with torch.no_grad():
-            x = ((x + step / g.abs().mean((1, 2, 3), keepdim=True).clamp_min(1e-12) * g) * (1 - decay)).clamp(-1, 1)
-    return x.detach()
+    return ascend(PixelParam(x), target, "fc8", unit_objective(units), iters=iters, lr=lr, decay=decay,
+                  precision="fp32").images
 
 
 @torch.no_grad()

@@ -69,11 +69,24 @@ def compute_bounds(codes: torch.Tensor, n_std: float = 3.0) -> CodeBounds:
     return CodeBounds(lo, hi)
 
 
-def imagenet_classes() -> list[str]:
-    """ImageNet class names in index order (torchvision's metadata; no download)."""
-    import torchvision
+def bounds_from_data(encoder: Encoder, layer: str, data: Sequence[str | Path], image_size: int, *,
+                     precision: str = "auto", batch: int = 64) -> tuple[CodeBounds, int]:
+    """Code bounds from real images: every image of `data` (folders / tars) decoded at
+    `image_size`, encoded to `layer` by `encoder`, then compute_bounds. Returns (bounds, images)."""
+    from .data import load_array
+    from .encoders import encode_batched
 
-    return list(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+    arr, _ = load_array([str(d) for d in data], image_size)
+    with torch.no_grad():
+        codes = encode_batched(encoder, arr, layer, batch, precision=precision)
+    return compute_bounds(codes), len(arr)
+
+
+def imagenet_classes() -> list[str]:
+    """ImageNet class names in index order (torchvision's metadata, copied into
+    resources/imagenet_classes.txt so that torchvision need not be imported)."""
+    path = Path(__file__).resolve().parent / "resources" / "imagenet_classes.txt"
+    return path.read_text().splitlines()
 
 
 def resolve_class(name: str) -> int:
@@ -118,22 +131,161 @@ def unit_activation(feats: torch.Tensor, unit: int, xy: tuple[int, int] | None =
     return feats[:, unit, y, x]
 
 
-def jitter_views(x: torch.Tensor, views: int, jitter: int, rng: torch.Generator) -> torch.Tensor:
-    """`views` randomly shifted (±jitter px, reflect padding) and flipped copies of a batch,
-    stacked view-major: (views·B, C, H, W), copy v of image k at row v·B + k."""
-    if views == 1 and jitter == 0:
+Objective = Callable[[torch.Tensor], torch.Tensor]
+"""Features of the target layer for a batch of runs (B, ...) → one score per run (B,)."""
+
+
+def unit_objective(units: Sequence[int], xy: tuple[int, int] | None = None, *, logprob: bool = False) -> Objective:
+    """Run k's score is unit `units[k]` of the features (for conv maps at the centre, or xy);
+    with `logprob` the log-softmax of a classifier layer's unit (the other classes pushed down)."""
+    units = list(units)
+
+    def score(feats: torch.Tensor) -> torch.Tensor:
+        if logprob:
+            if feats.dim() != 2:
+                raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
+            feats = feats.log_softmax(1)
+        for u in set(units):
+            unit_activation(feats[:1], u, xy)  # range checks with the clean error
+        idx = torch.arange(len(units), device=feats.device)
+        unit_t = torch.tensor(units, device=feats.device)
+        if feats.dim() == 2:
+            return feats[idx, unit_t]
+        hh, ww = feats.shape[-2:]
+        x, y = xy if xy is not None else (ww // 2, hh // 2)
+        return feats[idx, unit_t, y, x]
+
+    return score
+
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+"""A random, differentiable image transform (B, 3, H, W) → (B, 3, H, W) drawn from the generator."""
+
+
+def jitter(pixels: int) -> Transform:
+    """Shift each image by up to ±`pixels` in x and y (reflect padding; one draw per image)."""
+    def shift(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+        b, _, hh, ww = x.shape
+        j = min(pixels, hh - 1, ww - 1)
+        off = torch.randint(0, 2 * j + 1, (b, 2), generator=rng).tolist()
+        xp = torch.nn.functional.pad(x, (j, j, j, j), mode="reflect") if j else x
+        return torch.cat([xp[k:k + 1, :, o[0]:o[0] + hh, o[1]:o[1] + ww] for k, o in enumerate(off)])
+    return shift
+
+
+def random_flip(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
+    """Mirror each image left-right with probability 1/2."""
+    flip = (torch.rand(x.shape[0], generator=rng) < 0.5).to(x.device)
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+
+
+def apply_views(x: torch.Tensor, views: int, transforms: Sequence[Transform], rng: torch.Generator) -> torch.Tensor:
+    """`views` copies of a batch, each through `transforms` in order, stacked view-major:
+    (views·B, C, H, W), copy v of image k at row v·B + k (no copy when views is 1 and there are
+    no transforms)."""
+    if views == 1 and not transforms:
         return x
-    b, _, hh, ww = x.shape
-    j = min(jitter, hh - 1, ww - 1)
-    xp = torch.nn.functional.pad(x, (j, j, j, j), mode="reflect") if j else x
     out = []
     for _ in range(views):
-        off = torch.randint(0, 2 * j + 1, (b, 2), generator=rng).tolist()
-        flip = torch.rand(b, generator=rng) < 0.5
-        for k in range(b):
-            v = xp[k:k + 1, :, off[k][0]:off[k][0] + hh, off[k][1]:off[k][1] + ww]
-            out.append(v.flip(-1) if flip[k] else v)
+        v = x
+        for t in transforms:
+            v = t(v, rng)
+        out.append(v)
     return torch.cat(out)
+
+
+def jitter_views(x: torch.Tensor, views: int, jitter_px: int, rng: torch.Generator) -> torch.Tensor:
+    """`views` randomly shifted (±jitter_px, reflect padding) and flipped copies of a batch,
+    stacked view-major (apply_views with [jitter(jitter_px), random_flip])."""
+    return apply_views(x, views, default_transforms(jitter_px, views), rng)
+
+
+def default_transforms(jitter_px: int, views: int) -> list[Transform]:
+    """The CLI's --jitter/--views: none for the paper's plain ascent, else shift then flip."""
+    return [] if views == 1 and jitter_px == 0 else [jitter(jitter_px), random_flip]
+
+
+class CodeParam:
+    """Images parameterised through a generator: image = G(h), h clipped to per-unit bounds."""
+
+    def __init__(self, G: torch.nn.Module, h: torch.Tensor, bounds: CodeBounds | None = None):
+        self.G, self.bounds = G, bounds
+        self.start = self.project(h)
+
+    def render(self, h: torch.Tensor) -> torch.Tensor:
+        return self.G(h)
+
+    def project(self, h: torch.Tensor) -> torch.Tensor:
+        return self.bounds.clip(h) if self.bounds is not None else h
+
+
+class PixelParam:
+    """Images as their own parameters (the pixel baseline): image = x, kept in [-1, 1]."""
+
+    def __init__(self, x: torch.Tensor):
+        self.start = x
+
+    def render(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(-1, 1)
+
+
+@dataclass
+class Ascent:
+    images: torch.Tensor           # (B, 3, S, S) float32 in [-1, 1], the final parameters rendered
+    raw: torch.Tensor              # the same render before clamping to [-1, 1]
+    params: torch.Tensor           # (B, ...) the final parameters (codes or pixels)
+    history: list[list[float]]     # per step, each run's score (mean over views) before the step
+    frames: list[torch.Tensor]     # every save_every steps: (B, 3, S, S) renders
+
+
+def ascend(param: CodeParam | PixelParam, target: Callable, layer: str, objective: Objective, *,
+           iters: int = 200, lr: tuple[float, float] = (1.0, 1e-10), decay: float = 0.01,
+           transforms: Sequence[Transform] = (), views: int = 1, rng: torch.Generator | None = None,
+           pre_activation: bool = False, precision: str = "auto", save_every: int = 0,
+           on_step: Callable[[int, list[float]], None] | None = None,
+           report: Objective | None = None) -> Ascent:
+    """The DGN-AM optimiser for any parameterisation: each step renders the images, scores them
+    with `objective` on `target`'s `layer` (averaged over `views` transformed copies), moves every
+    run's parameters by step(i)/mean|gradient| along its gradient (step decaying linearly over
+    `lr`), multiplies them by (1 − decay) and projects them (bounds or pixel range).
+
+    `report` (default `objective`) is what `history`/`on_step` record, from the same forward pass.
+    `target` is called as target(images, [layer], pre_activation=True) when `pre_activation`.
+    """
+    dev = param.start.device
+    rng = rng if rng is not None else torch.Generator().manual_seed(0)
+    p = param.start
+    red = tuple(range(1, p.dim()))
+    pre = {"pre_activation": True} if pre_activation else {}
+    history: list[list[float]] = []
+    frames: list[torch.Tensor] = []
+    n = p.shape[0]
+    for i in range(iters):
+        p = p.detach().requires_grad_(True)
+        with autocast(dev, precision):
+            x = param.render(p)
+            feats = target(apply_views(x, views, transforms, rng), [layer], **pre)[layer].float()
+        # views are stacked view-major: view v of run k is row v·n + k
+        obj = torch.stack([objective(feats[v * n:(v + 1) * n]) for v in range(views)]).mean(0)
+        shown = obj if report is None else torch.stack(
+            [report(feats[v * n:(v + 1) * n]) for v in range(views)]).mean(0)
+        (grad,) = torch.autograd.grad(obj.sum(), p)
+        step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
+        with torch.no_grad():
+            norm = grad.abs().mean(dim=red, keepdim=True).clamp_min(1e-12)
+            p = param.project((p + step / norm * grad) * (1 - decay))
+        a = shown.detach().cpu().tolist()
+        history.append(a)
+        if on_step:
+            on_step(i, a)
+        if save_every and i % save_every == 0:
+            frames.append(x.detach().float().clamp(-1, 1).cpu())
+    with torch.no_grad(), autocast(dev, precision):
+        x = param.render(p).float()
+    return Ascent(x.clamp(-1, 1), x, p.detach(), history, frames)
 
 
 def visualize(G: torch.nn.Module, target: Encoder, layer: str, unit: int, *, code_shape: Sequence[int],
@@ -204,63 +356,24 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     else:  # codes are post-ReLU: small positive random start, one generator per run
         h = torch.stack([torch.randn(*code_shape, generator=torch.Generator().manual_seed(rng_seed(s))).abs() * 0.1
                          for s in seeds]).to(dev)
-    if bounds is not None:
-        h = bounds.clip(h)
-    idx = torch.arange(n, device=dev)
-    unit_t = torch.tensor(units, device=dev)
-
-    def acts_of(feats: torch.Tensor) -> torch.Tensor:
-        for u in set(units):
-            unit_activation(feats[:1], u, xy)  # range checks with the clean error
-        if feats.dim() == 2:
-            return feats[idx, unit_t]
-        hh, ww = feats.shape[-2:]
-        x, y = xy if xy is not None else (ww // 2, hh // 2)
-        return feats[idx, unit_t, y, x]
-
-    results = [VisResult(image=torch.empty(0), code=h[i], activation=float("nan")) for i in range(n)]
-    red = tuple(range(1, h.dim()))
-    rng = torch.Generator().manual_seed(rng_seed(seeds[0]))
-    # (any callable target works; only an Encoder knows its ReLU taps)
-    pre = {"pre_activation": True} if objective == "activation" and isinstance(target, Encoder) else {}
-    for i in range(iters):
-        h = h.detach().requires_grad_(True)
-        with autocast(dev, precision):
-            x = G(h)
-            xv = jitter_views(x, views, jitter, rng)  # x itself without jitter
-            # the unit's pre-activation where its tap is a ReLU: a unit that is off at the start
-            # has no gradient after it (hidden units stayed at 0 from the default start)
-            feats_v = target(xv, [layer], **pre)[layer].float()
-        if objective == "logprob" and feats_v.dim() != 2:
-            raise UsageError("--objective logprob needs a classifier layer (a vector of class scores)")
-        scores = feats_v.log_softmax(1) if objective == "logprob" else feats_v
-        # views are stacked view-major: view v of run k is row v·n + k
-        obj = torch.stack([acts_of(scores[v * n:(v + 1) * n]) for v in range(views)]).mean(0)
-        act = (obj if objective == "activation" else
-               torch.stack([acts_of(feats_v[v * n:(v + 1) * n]) for v in range(views)]).mean(0))
-        (grad,) = torch.autograd.grad(obj.sum(), h)
-        step = lr[0] + (lr[1] - lr[0]) * i / max(1, iters - 1)
-        with torch.no_grad():
-            norm = grad.abs().mean(dim=red, keepdim=True).clamp_min(1e-12)
-            h = h + step / norm * grad
-            h = h * (1 - decay)
-            if bounds is not None:
-                h = bounds.clip(h)
-        a = act.detach().cpu().tolist()
-        for r, v in zip(results, a):
-            r.history.append(v)
-        if on_step:
-            on_step(i, a)
-        if save_every and i % save_every == 0:
-            for k, r in enumerate(results):
-                r.frames.append(x[k].detach().float().clamp(-1, 1).cpu())
-                r.frame_acts.append(a[k])
+    score = unit_objective(units, xy, logprob=objective == "logprob")
+    # the unit's pre-activation where its tap is a ReLU: a unit that is off at the start has no
+    # gradient after it (hidden units stayed at 0 from the default start); any callable target
+    # works, only an Encoder knows its ReLU taps
+    pre = objective == "activation" and isinstance(target, Encoder)
+    run = ascend(CodeParam(G, h, bounds), target, layer, score, iters=iters, lr=lr, decay=decay,
+                 transforms=default_transforms(jitter, views), views=views,
+                 rng=torch.Generator().manual_seed(rng_seed(seeds[0])), pre_activation=pre, precision=precision,
+                 save_every=save_every, on_step=on_step,
+                 report=None if objective == "activation" else unit_objective(units, xy))
     with torch.no_grad(), autocast(dev, precision):
-        x = G(h).float()
-        final = acts_of(target(x, [layer])[layer].float()).cpu().tolist()  # post-ReLU, as reported
-    for k, r in enumerate(results):
-        r.image, r.code, r.activation = x[k].clamp(-1, 1).cpu(), h[k:k + 1].detach().cpu(), final[k]
+        final = unit_objective(units, xy)(target(run.raw, [layer])[layer].float()).cpu().tolist()  # post-ReLU
+    results = []
+    for k in range(n):
+        r = VisResult(image=run.images[k].cpu(), code=run.params[k:k + 1].cpu(), activation=final[k],
+                      history=[a[k] for a in run.history])
         if save_every:
-            r.frames.append(r.image)
-            r.frame_acts.append(final[k])
+            r.frames = [f[k] for f in run.frames] + [r.image]
+            r.frame_acts = [run.history[j][k] for j in range(0, iters, save_every)] + [final[k]]
+        results.append(r)
     return results
