@@ -82,7 +82,9 @@ def teacher_student(device: torch.device, *, fold_bn: bool = True):
         teacher = torchvision.models.mobilenet_v2(weights=None)
         teacher.load_state_dict(load_checkpoint(resolve_weights("mobilenet_v2.safetensors")).tensors)
         teacher = teacher.eval().to(device)
-    student = torchvision.models.alexnet(weights=None)
+    from .nets import alexnet
+
+    student = alexnet()
     conv = load_checkpoint(resolve_weights("alexnet-conv.safetensors")).tensors
     student.features.load_state_dict({k[len("features."):]: v.float() for k, v in conv.items()
                                       if k.startswith("features.")})

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
 from .checkpoint import load_checkpoint, load_state_dict_strict, sha256_file
 from .errors import UsageError
+from .nets import alexnet as _alexnet_arch
 from .taps import ALEXNET_CONV_LAYERS, ALEXNET_TAPS, mobilenet_taps  # noqa: F401  (re-exported)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -331,10 +331,10 @@ def _alexnet(weights: Path | None) -> Encoder:
     full = weights if weights is not None else (weights_store.find("alexnet.safetensors")
                                                 or weights_store.optional(ALEXNET_DEFAULT))
     if full is not None and full.is_file():
-        model = _on_meta(lambda: torchvision.models.alexnet(weights=None))
+        model = _on_meta(lambda: _alexnet_arch())
         _load_weights(model, full, "alexnet", assign=True)
         return Encoder("alexnet", model, ALEXNET_TAPS, 224, full)
-    model = torchvision.models.alexnet(weights=None)  # fc layers stay random (and untrained_layers)
+    model = _alexnet_arch()  # fc layers stay random (and untrained_layers)
     conv = weights_store.resolve("alexnet-conv.safetensors")  # one line naming the fetch command if missing
     _load_weights(model.features, conv, "alexnet conv layers", prefix="features.")
     return Encoder("alexnet", model, ALEXNET_TAPS, 224, conv, trained_layers=ALEXNET_CONV_LAYERS)
@@ -345,7 +345,7 @@ def _alexnet_random(weights: Path | None) -> Encoder:
     g = torch.random.fork_rng()
     with g:
         torch.manual_seed(0)
-        model = torchvision.models.alexnet(weights=None)
+        model = _alexnet_arch()
     return Encoder("alexnet-random", model, ALEXNET_TAPS, 224, None)
 
 
@@ -378,6 +378,8 @@ def _mobilenet_v2(weights: Path | None) -> Encoder:
     path = weights_store.resolve("mobilenet_v2.safetensors", weights)
     if not path.is_file():
         raise UsageError(f"no MobileNetV2 weights at {path}")
+    import torchvision
+
     model = _on_meta(lambda: torchvision.models.mobilenet_v2(weights=None))
     _load_weights(model, path, "mobilenet_v2", assign=True)
     return Encoder("mobilenet_v2", fold_batchnorm(model.eval()), mobilenet_taps(), 224, path)
@@ -387,6 +389,8 @@ def _torchvision_encoder(arch: str, weights: Path | None) -> Encoder:
     """Any torchvision classifier by name; taps are its top-level children plus 'logits'."""
     if weights is None:
         raise UsageError(f"encoder {arch!r} needs --encoder-weights FILE (no weights ship for it)")
+    import torchvision
+
     try:
         model = torchvision.models.get_model(arch, weights=None)
     except ValueError:

@@ -182,12 +182,12 @@ class VAE(nn.Module):
                  fc_dims: tuple[int, ...] = (1024, 1024), bridge: tuple[int, ...] = (),
                  frozen_encoder: bool = False, upsample: str = "deconv"):
         super().__init__()
-        import torchvision
+        from .nets import alexnet
 
         self.frozen_encoder = frozen_encoder
         self._attached: list = []  # the external Encoder (a list, so it is not a submodule)
         if not frozen_encoder:
-            alex = torchvision.models.alexnet(weights=None)
+            alex = alexnet()
             self.features = alex.features
             self.fc6 = alex.classifier[1]
         self.mu = nn.Linear(4096, latent_dim)

@@ -312,3 +312,45 @@ def test_sharded_index_loads_like_one_file_and_checks_shard_hashes(tmp_path):
     (tmp_path / "a.safetensors").unlink()
     with pytest.raises(UsageError, match="shard a.safetensors not found"):
         load_sharded(index)
+
+
+def test_own_alexnet_is_torchvisions_module_for_module():
+    """nets.AlexNet (so invert never imports torchvision) has torchvision's keys, shapes, seeded
+    initialisation and outputs."""
+    import torchvision
+
+    from deepsim_cli.nets import alexnet
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        ours = alexnet().eval()
+        torch.manual_seed(0)
+        theirs = torchvision.models.alexnet(weights=None).eval()
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+
+
+def test_class_names_are_torchvisions():
+    import torchvision
+
+    from deepsim_cli.visualize import imagenet_classes
+    assert imagenet_classes() == list(torchvision.models.AlexNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def test_inverting_an_image_never_imports_torchvision(tmp_path):
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parent.parent
+    code = ("import sys\n"
+            "from deepsim_cli.cli import main\n"
+            f"try:\n    main(['-q', 'invert', {str(repo / 'examples' / 'images' / 'chelsea.jpg')!r}, '--layer', 'fc7',"
+            f" '-o', {str(tmp_path / 'x.png')!r}])\n"
+            "except SystemExit as e:\n    code = e.code\n"
+            "print('TV' if 'torchvision' in sys.modules else 'NO-TV', code, file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.stderr.strip().splitlines()[-1] == "NO-TV 0", r.stderr
+    assert (tmp_path / "x.png").is_file()
