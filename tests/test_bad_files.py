@@ -113,11 +113,15 @@ def test_a_file_named_on_its_own_stays_an_error(cli, error_line, tiny_gen_file, 
     assert _outputs(in_tmp) == []
 
 
-def test_strict_is_accepted_after_the_command(mixed, tiny_gen_file):
-    from deepsim_cli.cli import _debug_first
+def test_global_options_are_accepted_after_the_command(mixed, tiny_gen_file):
+    from deepsim_cli.cli import hoist_global_options as hoist
 
-    assert _debug_first(["invert", str(mixed), "--strict", "--debug"]) == ["--debug", "--strict", "invert", str(mixed)]
-    assert _debug_first(["invert", "--", "--strict"]) == ["invert", "--", "--strict"]
+    assert hoist(["invert", str(mixed), "--strict", "--debug"]) == ["--strict", "--debug", "invert", str(mixed)]
+    assert hoist(["invert", "--", "--strict"]) == ["invert", "--", "--strict"]
+    assert hoist(["invert", "a.jpg", "--seed", "3", "-q", "--device=cpu", "--json", "-o", "x.png"]) == \
+        ["--seed", "3", "-q", "--device=cpu", "--json", "invert", "a.jpg", "-o", "x.png"]
+    assert hoist(["invert", "a.jpg", "--seed"]) == ["invert", "a.jpg", "--seed"]  # Click reports it
+    assert hoist(["visualize", "--seeds", "0-3"]) == ["visualize", "--seeds", "0-3"]  # not --seed
 
 
 def test_help_documents_strict(cli):

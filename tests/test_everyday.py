@@ -266,7 +266,7 @@ def test_train_progress_fits_80_columns_with_a_real_eta():
 
     from rich.console import Console
 
-    from deepsim_cli.cli.train import eta_text, train_progress
+    from deepsim_cli.cli.train_run import eta_text, train_progress
     assert eta_text(0, 0, 100, 0.0) == "eta –"
     assert eta_text(10, 0, 100, 30.0) == "eta 0:04:30"              # 90 steps left at 3 s/step
     assert eta_text(510, 500, 600, 10.0) == "eta 0:01:30"           # resumed at 500: only this run's rate

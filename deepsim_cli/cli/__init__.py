@@ -124,6 +124,7 @@ class DeepsimGroup(TyperGroup):
         if parent is None:  # the whole command line, for the evidence record of every output
             from .. import provenance
             provenance.ARGV = list(args)
+            args = hoist_global_options(list(args))
         try:
             return super().make_context(info_name, args, parent=parent, **extra)
         except _CLICK_USAGE_ERROR as e:
@@ -251,42 +252,58 @@ def _command(func):
     return func
 
 
+GLOBAL_EPILOG = ("Global options may also follow the command: --device, --seed, --json, --quiet, --precision, "
+                 "--strict, --debug (see deepsim --help).")
 _MAIN = "Main commands"
 _TOOLS = "Training and evaluation"
 _INFO = "Information"
 
-app.command("invert", rich_help_panel=_MAIN)(_command(invert.invert))
-app.command("reencode", rich_help_panel=_MAIN)(_command(reencode.reencode))
-app.command("interpolate", rich_help_panel=_MAIN)(_command(interpolate.interpolate))
-app.command("sample", rich_help_panel=_MAIN)(_command(sample.sample))
-app.command("visualize", rich_help_panel=_MAIN)(_command(visualize.visualize))
-app.command("train", rich_help_panel=_TOOLS)(_command(train.train))
-app.command("eval", rich_help_panel=_TOOLS)(_command(eval_cmd.eval_))
-app.command("neighbors", rich_help_panel=_TOOLS)(_command(neighbors.neighbors))
-app.command("distill", rich_help_panel=_TOOLS)(_command(distill.distill))
-app.command("layers", rich_help_panel=_INFO)(_command(layers.layers))
-app.command("info", rich_help_panel=_INFO)(_command(info.info))
+app.command("invert", rich_help_panel=_MAIN, epilog=GLOBAL_EPILOG)(_command(invert.invert))
+app.command("reencode", rich_help_panel=_MAIN, epilog=GLOBAL_EPILOG)(_command(reencode.reencode))
+app.command("interpolate", rich_help_panel=_MAIN, epilog=GLOBAL_EPILOG)(_command(interpolate.interpolate))
+app.command("sample", rich_help_panel=_MAIN, epilog=GLOBAL_EPILOG)(_command(sample.sample))
+app.command("visualize", rich_help_panel=_MAIN, epilog=GLOBAL_EPILOG)(_command(visualize.visualize))
+app.command("train", rich_help_panel=_TOOLS, epilog=GLOBAL_EPILOG)(_command(train.train))
+app.command("eval", rich_help_panel=_TOOLS, epilog=GLOBAL_EPILOG)(_command(eval_cmd.eval_))
+app.command("neighbors", rich_help_panel=_TOOLS, epilog=GLOBAL_EPILOG)(_command(neighbors.neighbors))
+app.command("distill", rich_help_panel=_TOOLS, epilog=GLOBAL_EPILOG)(_command(distill.distill))
+app.command("layers", rich_help_panel=_INFO, epilog=GLOBAL_EPILOG)(_command(layers.layers))
+app.command("info", rich_help_panel=_INFO, epilog=GLOBAL_EPILOG)(_command(info.info))
 app.add_typer(weights.app, name="weights", rich_help_panel=_INFO)
 
 
-_ANYWHERE = ("--debug", "--strict")  # global flags no command has as its own option
+_GLOBAL_FLAGS = ("--debug", "--strict", "--json", "--quiet", "-q")
+_GLOBAL_VALUED = ("--device", "--seed", "--precision")  # global options that take a value
 
 
-def _debug_first(args: list[str]) -> list[str]:
-    """`--debug` and `--strict` are accepted anywhere on the line (`deepsim invert x.jpg --debug`):
-    they are global options, so they move before the command. Arguments after `--` are left alone."""
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Global options are accepted anywhere on the line (`deepsim invert x.jpg --json --seed 3`):
+    no command has them as its own, so they move before the command, in their order (the last
+    of a repeated one wins, as Click does). `--seed 3` and `--seed=3` both work; a valued option
+    left without its value stays where it is for Click to report. Arguments after `--` and
+    anything before the first word that is not an option are left alone."""
     end = args.index("--") if "--" in args else len(args)
-    found = [f for f in _ANYWHERE if f in args[:end]]
-    if not found:
-        return args
-    return found + [a for i, a in enumerate(args) if not (a in _ANYWHERE and i < end)]
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if i < end and (a in _GLOBAL_FLAGS or a.split("=", 1)[0] in _GLOBAL_VALUED and "=" in a):
+            moved.append(a)
+        elif i < end and a in _GLOBAL_VALUED and i + 1 < end:
+            moved += [a, args[i + 1]]
+            i += 1
+        else:
+            rest.append(a)
+        i += 1
+    return moved + rest
 
 
 def main(argv: Optional[list[str]] = None) -> NoReturn:
     """Console-script entry point (`deepsim`)."""
     global _AS_PROGRAM
     _AS_PROGRAM = True
-    args = _debug_first(sys.argv[1:] if argv is None else list(argv))
+    args = hoist_global_options(sys.argv[1:] if argv is None else list(argv))
     try:
         app(args=args, prog_name="deepsim")
     except SystemExit as e:

@@ -90,13 +90,6 @@ MAX_SEEDS = 64            # visualize --seeds (all starts run as one batch)
 
 
 # ------------------------------------------------------------------ option aliases
-DeviceOpt = Annotated[Optional[str], typer.Option(
-    "--device", metavar="auto|cpu|cuda[:N]", callback=check_device, show_default=False,
-    help="Compute device (overrides the global --device; default auto = CUDA when present).")]
-SeedOpt = Annotated[Optional[int], typer.Option(
-    "--seed", show_default=False, help="Random seed (overrides the global --seed; default 0).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output on stderr.")]
 EncoderOpt = Annotated[str, typer.Option(
     "--encoder", "-e", metavar="NAME", help="Encoder to invert (see `deepsim layers`).")]
 EncoderWeightsOpt = Annotated[Optional[Path], typer.Option(
@@ -170,20 +163,14 @@ def out_console() -> Console:
     return _ResultsConsole(highlight=False)
 
 
-def resolve(ctx: typer.Context, *, json_out: bool = False, device: Optional[str] = None,
-            seed: Optional[int] = None, quiet: bool = False, no_clobber: bool = False) -> GlobalOptions:
-    """Merge a command's own --json/--device/--seed/--quiet/--no-clobber with the global ones."""
+def resolve(ctx: typer.Context, *, no_clobber: bool = False) -> GlobalOptions:
+    """The global options (--device, --seed, --json, --quiet … given anywhere on the line: they
+    are moved before the command, see cli.hoist_global_options) merged with a command's own
+    --no-clobber, and the command's path and parameters for the evidence record."""
     g = ctx.find_object(GlobalOptions) or GlobalOptions()
     return GlobalOptions(
-        device=device if device is not None else g.device,
-        seed=seed if seed is not None else g.seed,
-        seed_given=seed is not None or g.seed_given,
-        json=json_out or g.json,
-        debug=g.debug,
-        quiet=quiet or g.quiet,
-        precision=g.precision,
-        no_clobber=no_clobber or g.no_clobber,
-        strict=g.strict,
+        device=g.device, seed=g.seed, seed_given=g.seed_given, json=g.json, debug=g.debug, quiet=g.quiet,
+        precision=g.precision, no_clobber=no_clobber or g.no_clobber, strict=g.strict,
         command=ctx.command_path if ctx is not None else "",
         params=dict(ctx.params) if ctx is not None else {},
     )
@@ -213,3 +200,21 @@ def _flags_without_type() -> None:
 
 
 _flags_without_type()
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$", re.I)
+
+
+def parse_duration(text: str) -> float:
+    """'3600' | '90s' | '90m' | '1.5h' | '1d' → seconds (UsageError naming --time-limit otherwise)."""
+    import math
+
+    from ..errors import UsageError
+
+    m = _DURATION.match(text)
+    if not m:
+        raise UsageError(f"--time-limit {text!r} is not a duration (e.g. 3600, 90m, 2h)")
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2).lower()]
+    if not math.isfinite(seconds):  # 400 digits parse as inf
+        raise UsageError(f"--time-limit {text!r} is too long")
+    return seconds

@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import precheck, progress_bar, say, setup
-from ._options import (BatchOpt, DeviceOpt, JsonOpt, QuietOpt, SeedOpt, nonneg_float, positive_float, print_json,
-                       resolve)
+from ._options import BatchOpt, nonneg_float, positive_float, print_json, resolve
 
 
 def distill(
@@ -51,10 +50,6 @@ def distill(
     time_limit: Annotated[Optional[str], typer.Option(
         "--time-limit", metavar="DURATION", show_default=False,
         help="Stop cleanly after this long (e.g. 3600, 90m, 2h); the LR schedule follows the clock.")] = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Distil AlexNet's classifier head from MobileNetV2 on top of the genuine conv layers.
 
@@ -82,9 +77,9 @@ def distill(
     from ..data import load_array
     from ..distill import (DistillConfig, classes_in, deep_inversion, distill as lib_distill, extract_views,
                            teacher_student)
-    from .train import parse_duration
+    from ._options import parse_duration
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx)
     if cache is not None:  # before hours of work: a cache that cannot hold the views is one line now
         _check_cache_folder(cache)
     dev = setup(opts)

@@ -8,8 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import check_suffix, load_encoder, load_gen, parse_layers, precheck, progress_bar, say, setup
-from ._options import (MAX_REFINE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, QuietOpt, SeedOpt,
-                       out_console, print_json, resolve)
+from ._options import (MAX_REFINE, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, out_console, print_json, resolve)
 
 
 def eval_(
@@ -34,10 +33,6 @@ def eval_(
         help="Also rows 'generator + refine N' (deepsim invert --refine) on the same images, with "
              "seconds per image.")] = "",
     batch: Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")] = 50,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Measure how well generators reconstruct held-out images.
 
@@ -64,7 +59,7 @@ def eval_(
     from ..metrics import LPIPSAlex
     from ..utils import atomic_output
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx)
     layers = parse_layers(layer)
     if weights is not None and len(layers) > 1:
         from ..errors import UsageError

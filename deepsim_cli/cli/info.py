@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from ._options import JsonOpt, out_console, print_json, resolve
+from ._options import out_console, print_json, resolve
 
 
 def info(
     ctx: typer.Context,
     files: Annotated[list[Path], typer.Argument(show_default=False, help="PNG or GIF files written by deepsim.")],
-    json_out: JsonOpt = False,
 ) -> None:
     """Show how an output was made: the command line and every option, seed, device, precision,
     versions, the weight files used (with sha256) and the figures the command printed.
@@ -31,7 +30,7 @@ def info(
     from ..errors import UsageError
     from ..paths import check_input
 
-    opts = resolve(ctx, json_out=json_out)
+    opts = resolve(ctx)
     records = {}
     for f in files:
         check_input(f, what="file")

@@ -9,8 +9,8 @@ import typer
 
 from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar,
                       read_inputs, result_name, say, setup)
-from ._options import (MAX_INTERP, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
-                       NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
+from ._options import (MAX_INTERP, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, LayerOpt, NoClobberOpt, OutOpt,
+                       RefineOpt, print_json, resolve)
 
 
 def interpolate(
@@ -29,10 +29,6 @@ def interpolate(
     refine: RefineOpt = 0,
     out: OutOpt = None,
     no_clobber: NoClobberOpt = False,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Interpolate between two images in feature space and decode every step (paper Fig. 7).
 
@@ -50,7 +46,7 @@ def interpolate(
     from ..inference import interpolate as lib_interpolate
     from ..utils import all_or_nothing
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
+    opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     gen = load_gen(enc, layer, weights, dev)

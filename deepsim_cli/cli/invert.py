@@ -10,8 +10,8 @@ import typer
 from ._common import (batch_stem, check_suffix, claim_output, load_encoder, load_gen, output_path, parse_layers,
                       precheck, progress_bar, read_inputs, result_name, say, setup, unique_stems)
 from .invert_codes import check_code_suffix, invert_codes
-from ._options import (names_a_folder, MAX_STEPS, BatchOpt, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt,
-                       NcolsOpt, NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
+from ._options import (names_a_folder, MAX_STEPS, BatchOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, NcolsOpt,
+                       NoClobberOpt, OutOpt, RefineOpt, print_json, resolve)
 
 
 def invert(
@@ -52,10 +52,6 @@ def invert(
     steps: Annotated[int, typer.Option("--steps", min=1, max=MAX_STEPS,
                                        help=f"Iterations for --method optimize (at most {MAX_STEPS}).")] = 200,
     batch: BatchOpt = 32,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Reconstruct images from what an encoder layer keeps of them.
 
@@ -90,7 +86,7 @@ def invert(
         precheck([code], encoder)
         check_code_suffix(save_code)
         return invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, ncols, no_clobber,
-                            batch, device, seed, json_out, quiet, save_code)
+                            batch, save_code)
     if not images:
         raise UsageError("no input images: give image files or folders (or --code FILE)")
     if save_code is not None and method != "generator":
@@ -110,7 +106,7 @@ def invert(
     from ..reconstruct import reconstruct, work_per_image
     from ..utils import all_or_nothing
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
+    opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     enc.check_layers(layers)

@@ -20,8 +20,8 @@ def check_code_suffix(path: Optional[Path]) -> None:
 
 
 def invert_codes(ctx, code: Path, encoder: str, encoder_weights: Optional[Path], weights: Optional[Path],
-                 refine: int, out: Optional[Path], ncols: int, no_clobber: bool, batch: int, device, seed,
-                 json_out: bool, quiet: bool, save_code: Optional[Path]) -> None:
+                 refine: int, out: Optional[Path], ncols: int, no_clobber: bool, batch: int,
+                 save_code: Optional[Path]) -> None:
     """Decode the codes in `code` (one tensor per layer) with the layer's generator; one image
     and layer → that image, else a grid with one row per layer."""
     from ..codes import read_codes, write_codes
@@ -31,7 +31,7 @@ def invert_codes(ctx, code: Path, encoder: str, encoder_weights: Optional[Path],
     from ..reconstruct import decode_codes
     from ..utils import all_or_nothing, warn
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
+    opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     codes, names, code_encoder, code_sha = read_codes(code)
     enc = load_encoder(code_encoder or encoder, encoder_weights, dev)

@@ -9,7 +9,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from ._options import JsonOpt, out_console, print_json, resolve
+from ._options import out_console, print_json, resolve
 
 
 def describe_encoder(name: str, size: int | None = None) -> dict[str, Any]:
@@ -52,7 +52,6 @@ def layers(
     size: Annotated[int, typer.Option(
         "--size", min=1, help="Input image size in pixels. Encoders resize every input to their "
                               "native size (224) first, so shapes are those of the native size.")] = 224,
-    json_out: JsonOpt = False,
 ) -> None:
     """List the encoders, each layer you can invert, and its output shape.
 
@@ -69,7 +68,7 @@ def layers(
     from ..encoders import encoder_names
     from ..errors import UsageError
 
-    opts = resolve(ctx, json_out=json_out)
+    opts = resolve(ctx)
     names = encoder_names()
     if encoder is not None:
         if encoder not in names:

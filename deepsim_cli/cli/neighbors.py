@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from ._common import check_suffix, load_encoder, output_path, precheck, progress_bar, read_inputs, say, setup
-from ._options import (DeviceOpt, EncoderOpt, EncoderWeightsOpt, JsonOpt, OutOpt, QuietOpt, SeedOpt,
-                       print_json, resolve)
+from ._options import EncoderOpt, EncoderWeightsOpt, OutOpt, print_json, resolve
 
 
 def neighbors(
@@ -30,10 +29,6 @@ def neighbors(
         "--cache/--no-cache", help="Keep the bank's features in $DEEPSIM_CACHE (keyed by the data's files, "
                                    "encoder sha256, layer, size, precision) so the next search starts at once.")] = True,
     out: OutOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Find the images of --data closest to each query (the paper's memorisation check).
 
@@ -55,7 +50,7 @@ def neighbors(
     from ..inference import nearest_neighbors
     from ..encoders import encode_batched
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx)
     dev = setup(opts)
     q, qnames = read_inputs(images, size)
     stem = qnames[0] if len(qnames) == 1 else f"{qnames[0]}+{len(qnames) - 1}"

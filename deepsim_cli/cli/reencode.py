@@ -9,8 +9,8 @@ import typer
 
 from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar,
                       read_inputs, result_name, say, setup)
-from ._options import (MAX_REENCODE, DeviceOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, LayerOpt,
-                       NoClobberOpt, OutOpt, QuietOpt, RefineOpt, SeedOpt, print_json, resolve)
+from ._options import (MAX_REENCODE, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, LayerOpt, NoClobberOpt, OutOpt,
+                       RefineOpt, print_json, resolve)
 
 
 def reencode(
@@ -30,10 +30,6 @@ def reencode(
     gif: Annotated[bool, typer.Option("--gif/--no-gif", help="Also write a GIF of every iteration "
                                                               "beside the grid.")] = True,
     frame_ms: Annotated[int, typer.Option("--frame-ms", min=10, help="GIF frame duration.")] = 400,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Apply x → G(E(x)) repeatedly and show how the images drift (paper Fig. 5).
 
@@ -55,7 +51,7 @@ def reencode(
     from ..inference import reencode as lib_reencode
     from ..utils import all_or_nothing
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
+    opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     gen = load_gen(enc, layer, weights, dev)

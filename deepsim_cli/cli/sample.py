@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from ._common import check_suffix, claim_output, output_path, precheck, read_inputs, result_name, say, setup
-from ._options import (names_a_folder, MAX_FRAMES, MAX_SAMPLES, DeviceOpt, GeneratorOpt, JsonOpt, NcolsOpt, NoClobberOpt, OutOpt,
-                       QuietOpt, SeedOpt, nonneg_float, print_json, resolve)
+from ._options import (names_a_folder, MAX_FRAMES, MAX_SAMPLES, GeneratorOpt, NcolsOpt, NoClobberOpt, OutOpt,
+                       nonneg_float, print_json, resolve)
 
 
 def sample(
@@ -33,10 +33,6 @@ def sample(
              "also what -o does when it names an existing folder or ends in '/'.")] = None,
     ncols: NcolsOpt = 8,
     no_clobber: NoClobberOpt = False,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Draw new images from a DeePSiM VAE (trained with `deepsim train --model vae`).
 
@@ -68,7 +64,7 @@ def sample(
             raise UsageError("--gif writes one animation: use it with -o FILE, not --outdir")
         if outdir.exists() and not outdir.is_dir():
             raise UsageError(f"--outdir {outdir} is a file, not a folder")
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet, no_clobber=no_clobber)
+    opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     from ..inference import DEFAULT_VAE
     from ..weights_store import MissingWeights, resolve as resolve_weights

@@ -10,8 +10,8 @@ import typer
 
 from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
                       say, setup)
-from ._options import (MAX_SEEDS, MAX_STEPS, DeviceOpt, EncoderWeightsOpt, GeneratorOpt, JsonOpt, OutOpt,
-                       QuietOpt, SeedOpt, nonneg_float, print_json, resolve, unit_float, lower_name)
+from ._options import (MAX_SEEDS, MAX_STEPS, EncoderWeightsOpt, GeneratorOpt, OutOpt, nonneg_float, print_json,
+                       resolve, unit_float, lower_name)
 
 
 def _xy(text: Optional[str]) -> Optional[tuple[int, int]]:
@@ -109,10 +109,6 @@ def visualize(
         help="Also save the optimised codes (one per unit and seed); `deepsim invert --code FILE` "
              "decodes them again.")] = None,
     out: OutOpt = None,
-    device: DeviceOpt = None,
-    seed: SeedOpt = None,
-    json_out: JsonOpt = False,
-    quiet: QuietOpt = False,
 ) -> None:
     """Synthesize the preferred input of a unit through the generator prior (DGN-AM).
 
@@ -137,17 +133,16 @@ def visualize(
     seed_list = parse_seeds(seeds)
     import torch
 
-    from ..data import load_array
     from ..errors import UsageError
     from ..figures import make_grid, save_gif
     from ..images import save_image
     from ..inference import shipped_generator_path
     from ..utils import all_or_nothing
     from ..encoders import encode_batched
-    from ..visualize import CodeBounds, bounds_path, compute_bounds as lib_bounds, imagenet_classes, \
-        resolve_class, shipped_bounds_path, visualize_many as lib_visualize_many
+    from ..visualize import (CodeBounds, bounds_from_data, bounds_path, imagenet_classes, resolve_class,
+                             shipped_bounds_path, visualize_many as lib_visualize_many)
 
-    opts = resolve(ctx, json_out=json_out, device=device, seed=seed, quiet=quiet)
+    opts = resolve(ctx)
     dev = setup(opts)
     alex = load_encoder("alexnet", None, dev)
     gen = load_gen(alex, code_layer, weights, dev)
@@ -161,11 +156,9 @@ def visualize(
         if weights is None and bpath.is_file() and not force:
             raise UsageError(f"{bpath} ships with deepsim; --compute-bounds will not replace it without "
                              "--force (to use bounds of your own, pass --weights with your generator)")
-        arr, _ = load_array([str(d) for d in data], gen.image_size)
-        with torch.no_grad():
-            codes = encode_batched(alex, arr, code_layer, 64, precision=opts.precision)
-        lib_bounds(codes).save(bpath, source=", ".join(str(d) for d in data))
-        say(opts, f"bounds from {len(arr)} images → {bpath}")
+        found, n_images = bounds_from_data(alex, code_layer, data, gen.image_size, precision=opts.precision)
+        found.save(bpath, source=", ".join(str(d) for d in data))
+        say(opts, f"bounds from {n_images} images → {bpath}")
         if not unit and not class_name:
             typer.echo(str(bpath))
             return

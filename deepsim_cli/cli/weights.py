@@ -10,7 +10,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.markup import escape
 
-from ._options import JsonOpt, err_console, out_console, print_json, resolve
+from ._options import err_console, out_console, print_json, resolve
 
 _HEX64 = re.compile(r"(?<![0-9a-fA-F])[0-9a-fA-F]{64}(?![0-9a-fA-F])")
 
@@ -147,7 +147,6 @@ def weights(
     ctx: typer.Context,
     verify: Annotated[bool, typer.Option(
         "--verify", help="Fail (exit 1) unless every shipped file is present and its sha256 matches the manifest.")] = False,
-    json_out: JsonOpt = False,
 ) -> None:
     """List the weight files with size, sha256, kind and provenance; fetch them; show where they are.
 
@@ -169,7 +168,7 @@ def weights(
         return
     from ..errors import DeepsimError
 
-    opts = resolve(ctx, json_out=json_out)
+    opts = resolve(ctx)
     inv = inventory()
     bad = problems(inv) if verify else []
     if opts.json:
@@ -211,7 +210,7 @@ NamesArg = Annotated[Optional[list[str]], typer.Argument(
 
 
 @app.command("download")
-def download(ctx: typer.Context, names: NamesArg = None, json_out: JsonOpt = False) -> None:
+def download(ctx: typer.Context, names: NamesArg = None) -> None:
     """Fetch shipped weight files into the user cache (sha256-checked; an index brings its shards).
 
     Files already found (in DEEPSIM_WEIGHTS, the checkout's weights/ or the cache) with the right sha256 are not fetched again. The source is the manifest's pinned Hugging Face repo and revision, or [bold]DEEPSIM_WEIGHTS_URL[/bold] (any HTTP(S) folder that serves the files by name). Prints each file's path on stdout.
@@ -226,7 +225,7 @@ def download(ctx: typer.Context, names: NamesArg = None, json_out: JsonOpt = Fal
     from ..checkpoint import sha256_file
     from ..errors import UsageError
 
-    opts = resolve(ctx, json_out=json_out)
+    opts = resolve(ctx)
     wanted = list(names or store.names())
     unknown = [n for n in wanted if store.entry(n) is None]
     if unknown:
@@ -250,8 +249,7 @@ def download(ctx: typer.Context, names: NamesArg = None, json_out: JsonOpt = Fal
 
 
 @app.command("path")
-def path(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="A shipped file name.")],
-         json_out: JsonOpt = False) -> None:
+def path(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME", help="A shipped file name.")]) -> None:
     """Print where a shipped weights file is found (exit 2 with the fetch command if it is nowhere).
 
     [bold]Example[/bold]
@@ -260,7 +258,7 @@ def path(ctx: typer.Context, name: Annotated[str, typer.Argument(metavar="NAME",
     """
     from .. import weights_store as store
 
-    opts = resolve(ctx, json_out=json_out)
+    opts = resolve(ctx)
     p = store.resolve(name)
     if opts.json:
         print_json({"file": name, "path": str(p)})
