@@ -317,3 +317,27 @@ def load_state_dict_strict(module: torch.nn.Module, tensors: Mapping[str, torch.
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise UsageError(f"{what}: tensor {k} holds non-finite values (NaN or inf); the file is corrupt")
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True, assign=assign)
+
+
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
+    """An optimizer's per-parameter state as flat tensors PREFIX.<param index>.<name> (safetensors
+    holds only tensors; scalars such as Adam's step become 0-d tensors). The hyper-parameters are
+    not saved: they come from the run's config."""
+    out = {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            out[f"{prefix}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    return out
+
+
+def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Load what optimizer_tensors(opt, prefix) saved back into `opt` (the run state of training and
+    of distillation both use it)."""
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix + "."):
+            _, pid, name = k.split(".", 2)
+            state.setdefault(int(pid), {})[name] = v
+    sd["state"] = state
+    opt.load_state_dict(sd)

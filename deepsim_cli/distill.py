@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
 from .data import color_jitter, load_array, random_resized_crop, step_generator, to_float
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
 from .weights_store import resolve as resolve_weights
@@ -290,14 +290,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
     if state_path.exists():
         ck = load_checkpoint(state_path, kind="distill-state", map_location=device)
         student.classifier.load_state_dict({k[4:]: v for k, v in ck.tensors.items() if k.startswith("cls.")})
-        st = {int(k.split(".")[1]): {} for k in ck.tensors if k.startswith("opt.")}
-        for k, v in ck.tensors.items():
-            if k.startswith("opt."):
-                _, pid, name = k.split(".", 2)
-                st[int(pid)][name] = v
-        sd = opt.state_dict()
-        sd["state"] = st
-        opt.load_state_dict(sd)
+        load_optimizer_tensors(opt, ck.tensors, "opt")
         step = ck.train_steps
         log(f"resumed distillation at step {step}")
     if cache_dir is not None:
@@ -314,9 +307,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
 
     def save_state():
         t = {f"cls.{k}": v for k, v in student.classifier.state_dict().items()}
-        for pid, s in opt.state_dict()["state"].items():
-            for k, v in s.items():
-                t[f"opt.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        t.update(optimizer_tensors(opt, "opt"))
         save_checkpoint(state_path, t, kind="distill-state", config=asdict(cfg), train_steps=step)
 
     student.classifier.train()

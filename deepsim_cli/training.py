@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .checkpoint import generator_config, load_checkpoint, save_checkpoint
+from .checkpoint import generator_config, load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
 from .config import TrainConfig, write_json
 from .data import batch_indices, load_array, random_resized_crop, step_generator, to_float
 from .discriminator import Discriminator, DiscriminatorConfig
@@ -56,25 +56,6 @@ def maybe_init_distributed(device: torch.device) -> torch.device:
             torch.cuda.set_device(local)
             device = torch.device("cuda", local)
     return device
-
-
-def _optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> dict[str, torch.Tensor]:
-    out = {}
-    for pid, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            out[f"{prefix}.{pid}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
-    return out
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], prefix: str) -> None:
-    sd = opt.state_dict()
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for k, v in tensors.items():
-        if k.startswith(prefix + "."):
-            _, pid, name = k.split(".", 2)
-            state.setdefault(int(pid), {})[name] = v
-    sd["state"] = state
-    opt.load_state_dict(sd)
 
 
 @dataclass
@@ -227,8 +208,8 @@ class Trainer:
             return
         t = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         t.update({f"D.{k}": v for k, v in self.D.state_dict().items()})
-        t.update(_optimizer_tensors(self.optG, "optG"))
-        t.update(_optimizer_tensors(self.optD, "optD"))
+        t.update(optimizer_tensors(self.optG, "optG"))
+        t.update(optimizer_tensors(self.optD, "optD"))
         save_checkpoint(self.state_path(), t, kind="train-state", config=self.cfg.to_dict(),
                         encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
                         extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg),
@@ -244,8 +225,8 @@ class Trainer:
             raise UsageError(f"cannot resume {self.run_dir}: config differs in {', '.join(diff)}")
         self.G.load_state_dict({k[2:]: v for k, v in ck.tensors.items() if k.startswith("G.")})
         self.D.load_state_dict({k[2:]: v for k, v in ck.tensors.items() if k.startswith("D.")})
-        _load_optimizer(self.optG, ck.tensors, "optG")
-        _load_optimizer(self.optD, ck.tensors, "optD")
+        load_optimizer_tensors(self.optG, ck.tensors, "optG")
+        load_optimizer_tensors(self.optD, ck.tensors, "optD")
         self.step = ck.train_steps
         self.d_paused = ck.extra.get("d_paused") == "1"
         self.g_norm_avg = float(ck.extra.get("g_norm_avg", "0.0"))

@@ -377,3 +377,23 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
             r.frame_acts = [run.history[j][k] for j in range(0, iters, save_every)] + [final[k]]
         results.append(r)
     return results
+
+
+def describe_runs(runs: Sequence[VisResult], pairs: Sequence[tuple[int, int]], target: Encoder, layer: str, *,
+                  precision: str = "auto") -> list[dict]:
+    """One record per run: unit, label (the ImageNet class for fc8/logits, else "unit N"), seed,
+    final activation and, for a classifier layer, the softmax probability of the unit's class.
+
+    Args:
+        runs: visualize_many's results; pairs: the (unit, seed) of each run, in order.
+    """
+    from .encoders import encode_batched
+
+    names = imagenet_classes() if layer in ("fc8", "logits") else None
+    probs = (encode_batched(target, torch.stack([r.image for r in runs]), layer, 64, precision=precision).softmax(1)
+             if names is not None else None)
+    out = []
+    for k, ((u, s), r) in enumerate(zip(pairs, runs)):
+        out.append({"unit": u, "label": names[u] if names is not None and u < len(names) else f"unit {u}",
+                    "seed": s, "activation": r.activation, "prob": float(probs[k, u]) if probs is not None else None})
+    return out

@@ -48,7 +48,6 @@ def neighbors(
     from ..figures import make_grid
     from ..images import save_image
     from ..inference import nearest_neighbors
-    from ..encoders import encode_batched
 
     opts = resolve(ctx)
     dev = setup(opts)
@@ -63,26 +62,14 @@ def neighbors(
     arr, names = load_array([str(d) for d in data], size, limit=limit)
     say(opts, f"searching {len(arr)} images in {space} space")
 
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        if enc is None:
-            return x.flatten(1)
-        return encode_batched(enc, x, space, 64, precision=opts.precision).flatten(1)
-
+    from ..neighbor_bank import bank_features, embed
     from ..precision import resolve_precision
-    key = _bank_key(data, names, size, space, enc, resolve_precision(opts.precision, dev))
-    bank = _read_bank(key, len(arr)) if cache else None
-    if bank is None:
-        chunks = []
-        with progress_bar(opts, len(arr), f"encoding the {space} bank") as advance:
-            for i in range(0, len(arr), 512):
-                chunks.append(embed(to_float(torch.from_numpy(arr[i:i + 512]))))
-                advance(len(chunks[-1]))
-        bank = torch.cat(chunks)
-        if cache and enc is not None:  # pixels need no cache: they are the (cached) images
-            _write_bank(key, bank)
-    else:
+    with progress_bar(opts, len(arr), f"encoding the {space} bank") as advance:
+        bank, cached = bank_features(arr, names, data, size, space, enc, resolve_precision(opts.precision, dev),
+                                     use_cache=cache, on_progress=advance)
+    if cached:
         say(opts, f"{space} features of the {len(arr)} images from the cache")
-    dist, idx = nearest_neighbors(embed(q), bank, k)
+    dist, idx = nearest_neighbors(embed(q, enc, space, opts.precision), bank, k)
     cells, caps = [], []
     for qi, qn in enumerate(qnames):
         cells.append(q[qi])
@@ -101,52 +88,3 @@ def neighbors(
             typer.echo(r["query"] + ": " + ", ".join(f"{Path(n['image']).name} ({n['distance']:.3g})"
                                                      for n in r["neighbors"]))
         typer.echo(str(path))
-
-
-# ----------------------------------------------------------------------------- bank feature cache
-# Encoding a large bank is most of a search (minutes for a training set); the features depend only
-# on the files, the encoder weights, the layer, the size and the precision, so they are kept in
-# $DEEPSIM_CACHE as bank-KEY.safetensors. Like the image cache it is optional: a cache that cannot
-# be read is rebuilt, one that cannot be written is skipped, each with one warning line.
-
-def _bank_key(data, names, size: int, space: str, enc, precision: str) -> str:
-    import hashlib
-
-    from ..data import source_key
-    parts = [source_key([str(d) for d in data]), names, size, space, precision,
-             enc.name if enc is not None else "", enc.sha256 if enc is not None else ""]
-    return hashlib.sha256(repr(parts).encode()).hexdigest()[:20]
-
-
-def _bank_file(key: str) -> Path:
-    from ..data import cache_dir
-    return cache_dir() / f"bank-{key}.safetensors"
-
-
-def _read_bank(key: str, n: int):
-    f = _bank_file(key)
-    if not f.is_file():
-        return None
-    try:
-        from safetensors.torch import load_file
-        bank = load_file(str(f))["bank"]
-        if bank.ndim != 2 or len(bank) != n or not bank.isfinite().all():
-            raise ValueError(f"unexpected contents {tuple(bank.shape)}")
-        return bank
-    except Exception as e:  # noqa: BLE001 - corrupt, truncated, unreadable: rebuilt
-        from ..utils import warn
-        warn(f"ignoring the unusable bank cache {f} ({type(e).__name__}); encoding again")
-        return None
-
-
-def _write_bank(key: str, bank) -> None:
-    from safetensors.torch import save_file
-
-    from ..errors import WriteError
-    from ..utils import atomic_output, warn
-    f = _bank_file(key)
-    try:
-        with atomic_output(f) as tmp:
-            save_file({"bank": bank.contiguous()}, str(tmp))
-    except (WriteError, OSError) as e:
-        warn(f"{e}; continuing without the bank cache ($DEEPSIM_CACHE)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
 
@@ -77,8 +77,8 @@ def visualize(
                                           help="Final step size.")] = 1e-10,
     decay: Annotated[float, typer.Option("--decay", metavar="0..1", callback=unit_float,
                                          help="L2 decay of the code per step.")] = 0.01,
-    objective: Annotated[str, typer.Option(
-        "--objective", metavar="activation|logprob",
+    objective: Annotated[Literal["activation", "logprob"], typer.Option(
+        "--objective",
         help="Maximise the unit's raw activation (the paper) or, for a classifier layer, its log-softmax "
              "(pushes the other classes down too).")] = "activation",
     jitter: Annotated[int, typer.Option(
@@ -139,7 +139,7 @@ def visualize(
     from ..inference import shipped_generator_path
     from ..utils import all_or_nothing
     from ..encoders import encode_batched
-    from ..visualize import (CodeBounds, bounds_from_data, bounds_path, imagenet_classes, resolve_class,
+    from ..visualize import (CodeBounds, bounds_from_data, bounds_path, describe_runs, resolve_class,
                              shipped_bounds_path, visualize_many as lib_visualize_many)
 
     opts = resolve(ctx)
@@ -179,8 +179,6 @@ def visualize(
     if init is not None:
         xi, _ = read_inputs([init], gen.image_size)
         init_code = encode_batched(alex, xi, code_layer, 1, precision=opts.precision).to(dev)
-    names = imagenet_classes() if layer in ("fc8", "logits") else None
-    cells, caps, results, frames, fcaps = [], [], [], [], []
     pairs = [(u, s) for u in units for s in seed_list]
     say(opts, f"{len(units)} unit(s) of {encoder}:{layer} × {len(seed_list)} seed(s), {iters} steps, one batch")
     with progress_bar(opts, iters, f"DGN-AM {encoder}:{layer}") as advance:
@@ -189,9 +187,6 @@ def visualize(
                                   lr=(lr_start, lr_end), decay=decay, bounds=bounds, init=init_code,
                                   save_every=save_every, objective=objective, jitter=jitter, views=views,
                                   precision=opts.precision, on_step=lambda _i, _a: advance())
-    if names is not None:
-        probs = encode_batched(target, torch.stack([r.image for r in runs]), layer, 64,
-                               precision=opts.precision).softmax(1)
     if not all(math.isfinite(r.activation) for r in runs):
         from ..errors import DeepsimError
         raise DeepsimError("the optimisation diverged (activation NaN or inf); nothing was written: "
@@ -200,14 +195,12 @@ def visualize(
     if dead and layer not in ("fc8", "logits"):
         say(opts, f"warning: {len(dead)} run(s) ended with the unit off (activation <= 0), e.g. unit "
                   f"{dead[0][0]} seed {dead[0][1]}: try more --iters, another --seeds or --init IMG")
-    for k, ((u, s), r) in enumerate(zip(pairs, runs)):
-        prob = float(probs[k, u]) if names is not None else None
-        label = names[u] if names is not None and u < len(names) else f"unit {u}"
-        cells.append(r.image)
-        caps.append(f"{label}\na={r.activation:.2f}" + (f" p={prob:.2f}" if prob is not None else ""))
-        results.append({"unit": u, "label": label, "seed": s, "activation": r.activation, "prob": prob})
-        frames += r.frames
-        fcaps += [f"{label} step {k2 * save_every}\na={a:.2f}" for k2, a in enumerate(r.frame_acts)]
+    results = describe_runs(runs, pairs, target, layer, precision=opts.precision)
+    caps = [f"{d['label']}\na={d['activation']:.2f}" + (f" p={d['prob']:.2f}" if d["prob"] is not None else "")
+            for d in results]
+    frames = [f for r in runs for f in r.frames]
+    fcaps = [f"{d['label']} step {k * save_every}\na={a:.2f}" for d, r in zip(results, runs)
+             for k, a in enumerate(r.frame_acts)]
     path = output_path(out, f"visualize-{layer}-{'-'.join(map(str, units))}.png", opts)
     if save_every and str(path) != "-":
         claim_output(opts, path.with_suffix(".gif"))
@@ -220,7 +213,7 @@ def visualize(
     from .. import provenance
     provenance.note(results=results)
     with all_or_nothing():  # the grid and the GIF, or neither
-        save_image(make_grid(cells, ncols=len(seed_list), captions=caps), path)
+        save_image(make_grid([r.image for r in runs], ncols=len(seed_list), captions=caps), path)
         if save_every and str(path) != "-":
             gif_path = path.with_suffix(".gif")
             save_gif(frames, gif_path, duration_ms=120, captions=fcaps)
