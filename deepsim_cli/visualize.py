@@ -60,6 +60,23 @@ def shipped_bounds_path(generator_path: str | Path) -> Path:
     return weights_store.optional(beside.name) or beside
 
 
+def generator_bounds_path(weights: str | Path | None, code_layer: str) -> Path:
+    """The bounds file of a generator: beside a user's `weights` file, or (None: the shipped
+    generator of `code_layer`) the shipped bounds wherever they are found."""
+    if weights is not None:
+        return bounds_path(weights)
+    from .inference import shipped_generator_path
+    return shipped_bounds_path(shipped_generator_path(code_layer))
+
+
+def load_bounds(path: str | Path) -> CodeBounds:
+    """CodeBounds.load, or a UsageError saying how to make the file when it is missing."""
+    if not Path(path).is_file():
+        raise UsageError(f"no code bounds at {path}; run `deepsim visualize --compute-bounds --data DIR` "
+                         "or pass --no-bounds")
+    return CodeBounds.load(path)
+
+
 @torch.no_grad()
 def compute_bounds(codes: torch.Tensor, n_std: float = 3.0) -> CodeBounds:
     """Bounds from real images' codes (N, D): [min(0, lowest code), n_std·std] per unit."""
@@ -80,6 +97,19 @@ def bounds_from_data(encoder: Encoder, layer: str, data: Sequence[str | Path], i
     with torch.no_grad():
         codes = encode_batched(encoder, arr, layer, batch, precision=precision)
     return compute_bounds(codes), len(arr)
+
+
+def write_bounds(encoder: Encoder, layer: str, data: Sequence[str | Path], image_size: int, path: str | Path, *,
+                 keep_existing: bool = False, precision: str = "auto") -> int:
+    """bounds_from_data saved to `path` (with the data as its source); `keep_existing`: refuse
+    (UsageError) to replace a file already there, e.g. the shipped generator's bounds. Returns the
+    number of images used."""
+    if keep_existing and Path(path).is_file():
+        raise UsageError(f"{path} ships with deepsim; --compute-bounds will not replace it without "
+                         "--force (to use bounds of your own, pass --weights with your generator)")
+    found, n_images = bounds_from_data(encoder, layer, data, image_size, precision=precision)
+    found.save(path, source=", ".join(str(d) for d in data))
+    return n_images
 
 
 def imagenet_classes() -> list[str]:
@@ -397,3 +427,35 @@ def describe_runs(runs: Sequence[VisResult], pairs: Sequence[tuple[int, int]], t
         out.append({"unit": u, "label": names[u] if names is not None and u < len(names) else f"unit {u}",
                     "seed": s, "activation": r.activation, "prob": float(probs[k, u]) if probs is not None else None})
     return out
+
+
+def save_visualization(runs: Sequence[VisResult], results: Sequence[dict], path: str | Path, *, ncols: int,
+                       save_every: int = 0, code_file: str | Path | None = None, code_layer: str = "fc6",
+                       encoder: Encoder | None = None) -> dict[str, str]:
+    """Write the labelled grid of `runs` (captions from describe_runs' `results`: class, final
+    activation, probability) to `path` ('-': stdout), with save_every > 0 the optimisation GIF
+    beside it (<path>.gif, a frame every save_every steps), and with `code_file` the optimised
+    codes (kind='code', layer `code_layer` of `encoder`) — all of them or none. Returns
+    {"grid", "gif", "code"} paths of what was written."""
+    from .codes import write_codes
+    from .figures import make_grid, save_gif
+    from .images import save_image
+    from .utils import all_or_nothing
+
+    caps = [f"{d['label']}\na={d['activation']:.2f}" + (f" p={d['prob']:.2f}" if d["prob"] is not None else "")
+            for d in results]
+    outputs = {"grid": str(path)}
+    with all_or_nothing():
+        save_image(make_grid([r.image for r in runs], ncols=ncols, captions=caps), path)
+        if save_every and str(path) != "-":
+            gif_path = Path(path).with_suffix(".gif")
+            frames = [f for r in runs for f in r.frames]
+            fcaps = [f"{d['label']} step {k * save_every}\na={a:.2f}" for d, r in zip(results, runs)
+                     for k, a in enumerate(r.frame_acts)]
+            save_gif(frames, gif_path, duration_ms=120, captions=fcaps)
+            outputs["gif"] = str(gif_path)
+        if code_file is not None:
+            write_codes(code_file, {code_layer: torch.cat([r.code for r in runs])}, encoder,
+                        [f"{r['label']} seed {r['seed']}" for r in results])
+            outputs["code"] = str(code_file)
+    return outputs

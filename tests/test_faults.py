@@ -185,7 +185,7 @@ def test_visualize_bad_seeds(work, value):
 
 
 def test_parse_seeds_lists_and_ranges():
-    from deepsim_cli.cli.visualize import parse_seeds
+    from deepsim_cli.cli.visualize_opts import parse_seeds
 
     assert parse_seeds("0") == [0]
     assert parse_seeds("0,1,2") == [0, 1, 2]
