@@ -2,55 +2,35 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Literal, Optional
-
 import typer
 
-from ._common import (batch_stem, check_suffix, claim_output, load_encoder, load_gen, output_path, parse_layers,
-                      precheck, progress_bar, read_inputs, result_name, say, setup, unique_stems)
+from ._common import (claim_output, load_encoder, load_gen, parse_layers, precheck, progress_bar, read_inputs,
+                      result_name, say, setup)
 from .invert_codes import check_code_suffix, invert_codes
-from ._options import (names_a_folder, MAX_STEPS, BatchOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, NcolsOpt,
-                       NoClobberOpt, OutOpt, RefineOpt, print_json, resolve)
+from ._options import (names_a_folder, BatchOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, NcolsOpt, NoClobberOpt,
+                       OutOpt, RefineOpt, print_json, resolve)
+from .invert_opts import (CodeOpt, ImagesOpt, InitOpt, LayerOpt, MethodOpt, OutdirOpt, SaveCodeOpt, SizeOpt, StepsOpt,
+                          check_combination, grid_path, plan_outdir)
 
 
 def invert(
     ctx: typer.Context,
-    images: Annotated[Optional[list[Path]], typer.Argument(
-        show_default=False,
-        help="Image files or folders ('-' reads one image from stdin); none with --code.")] = None,
-    layer: Annotated[str, typer.Option(
-        "--layer", "-l", metavar="LAYER[,LAYER…]",
-        help="Encoder layer(s) to invert; several give the paper's Fig. 3 grid.")] = "pool5",
+    images: ImagesOpt = None,
+    layer: LayerOpt = "pool5",
     encoder: EncoderOpt = "alexnet",
     encoder_weights: EncoderWeightsOpt = None,
     weights: GeneratorOpt = None,
-    method: Annotated[Literal["generator", "optimize"], typer.Option(
-        "--method", help="generator: one forward pass of G (DeePSiM); optimize: gradient descent "
-                         "on the image with a TV prior (Mahendran & Vedaldi), no generator needed.")] = "generator",
+    method: MethodOpt = "generator",
     refine: RefineOpt = 0,
-    init: Annotated[Literal["noise", "generator"], typer.Option(
-        "--init", help="Start of --method optimize: small noise, or the generator's reconstruction "
-                       "(needs a generator for the layer).")] = "noise",
-    save_code: Annotated[Optional[Path], typer.Option(
-        "--save-code", metavar="FILE.safetensors", show_default=False,
-        help="Also save the code each reconstruction was decoded from (the layer's features, or the "
-             "refined code with --refine), one tensor per layer; `--code FILE` decodes it again.")] = None,
-    code: Annotated[Optional[Path], typer.Option(
-        "--code", metavar="FILE.safetensors", show_default=False,
-        help="Decode codes saved by --save-code (or by visualize --save-code) instead of encoding images; "
-             "the layer comes from the file.")] = None,
+    init: InitOpt = "noise",
+    save_code: SaveCodeOpt = None,
+    code: CodeOpt = None,
     out: OutOpt = None,
-    outdir: Annotated[Optional[Path], typer.Option(
-        "--outdir", metavar="DIR", show_default=False,
-        help="One file per input and layer in DIR (<name>-<layer>.png) instead of one grid; "
-             "also what -o does when it names an existing folder or ends in '/'.")] = None,
+    outdir: OutdirOpt = None,
     ncols: NcolsOpt = 8,
     no_clobber: NoClobberOpt = False,
-    size: Annotated[int, typer.Option("--size", min=16,
-                                      help="Output side for --method optimize.")] = 128,
-    steps: Annotated[int, typer.Option("--steps", min=1, max=MAX_STEPS,
-                                       help=f"Iterations for --method optimize (at most {MAX_STEPS}).")] = 200,
+    size: SizeOpt = 128,
+    steps: StepsOpt = 200,
     batch: BatchOpt = 32,
 ) -> None:
     """Reconstruct images from what an encoder layer keeps of them.
@@ -78,23 +58,12 @@ def invert(
       deepsim invert --code chelsea-fc6.safetensors -o again.png
     """
     from ..errors import UsageError
+    check_combination(images, code, method, refine, save_code)
+    check_code_suffix(save_code)
     if code is not None:
-        if images:
-            raise UsageError("give images or --code FILE (saved codes), not both")
-        if method != "generator":
-            raise UsageError("--code decodes saved codes with a generator: use --method generator")
         precheck([code], encoder)
-        check_code_suffix(save_code)
         return invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, ncols, no_clobber,
                             batch, save_code)
-    if not images:
-        raise UsageError("no input images: give image files or folders (or --code FILE)")
-    if save_code is not None and method != "generator":
-        raise UsageError("--save-code saves a generator's input code: use it with --method generator")
-    if method == "optimize" and refine:
-        raise UsageError("--refine refines a generator's output: use it with --method generator "
-                         "(or --method optimize --init generator)")
-    check_code_suffix(save_code)
     layers = parse_layers(layer)
     if weights is not None and len(layers) > 1:
         raise UsageError("--weights names one generator: pass a single --layer with it")
@@ -120,12 +89,8 @@ def invert(
                           f"refine{refine}" if refine else "")
     if outdir is None and names_a_folder(out):
         outdir, out = out, None
-    files = _plan_outdir(opts, outdir, out, names, layers, how_tag) if outdir is not None else {}
-    if outdir is None:
-        stem = names[0] if len(names) == 1 else batch_stem(images, names)
-        path = output_path(out, f"{result_name(stem, *layers, how_tag)}.png" if len(names) == 1
-                           else f"{result_name('invert', stem, *layers, how_tag)}.png", opts)
-        check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
+    files = plan_outdir(opts, outdir, out, names, layers, how_tag) if outdir is not None else {}
+    path = grid_path(opts, out, images, names, layers, how_tag) if outdir is None else None
     if save_code is not None:
         claim_output(opts, save_code)
     recons, codes = {}, {}
@@ -161,15 +126,3 @@ def invert(
     else:
         for w in written:
             typer.echo(w)
-
-
-def _plan_outdir(opts, outdir: Path, out: Optional[Path], names: list[str], layers: list[str],
-                 how_tag: str) -> dict[tuple[str, int], Path]:
-    """--outdir: one claimed file per (layer, image index)."""
-    from ..errors import UsageError
-    if out is not None:
-        raise UsageError("give -o FILE (one grid) or --outdir DIR (one file per image), not both")
-    if outdir.exists() and not outdir.is_dir():
-        raise UsageError(f"--outdir {outdir} is a file, not a folder")
-    return {(l, i): claim_output(opts, outdir / f"{result_name(stem, l, how_tag)}.png")
-            for l in layers for i, stem in enumerate(unique_stems(names))}
