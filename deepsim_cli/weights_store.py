@@ -36,7 +36,7 @@ from .errors import DeepsimError, UsageError
 
 __all__ = ["MANIFEST_PATH", "MissingWeights", "manifest", "entry", "names", "checkout_dir", "cache_dir",
            "search_dirs", "weights_dir", "find", "resolve", "optional", "offline", "base_url", "url_for", "fetch",
-           "with_requirements", "identity_sha256", "rebuild_single_file", "sha256_file"]
+           "with_requirements", "identity_sha256", "rebuild_single_file", "sha256_file", "download"]
 
 MANIFEST_PATH = Path(__file__).resolve().parent / "resources" / "weights.json"
 _OFFLINE_VARS = ("DEEPSIM_OFFLINE", "HF_HUB_OFFLINE")
@@ -327,3 +327,27 @@ def fetch(name: str, *, dest_dir: str | os.PathLike | None = None, timeout: floa
         if tmp.exists():
             tmp.unlink()
     return final
+
+
+def download(wanted: Iterable[str] | None = None, *,
+             on_fetched: Callable[[str, Path], None] | None = None) -> list[dict[str, Any]]:
+    """Make the shipped files `wanted` (None: all of them), and what they require (an index's
+    shards), present: a file already found with the manifest's sha256 is kept, any other is
+    fetched into the cache (sha256-checked; see fetch). UsageError naming unknown files before
+    anything is fetched. `on_fetched(name, path)` after each download. Returns one
+    {"file", "path", "downloaded"} record per file."""
+    wanted = list(names() if wanted is None else wanted)
+    unknown = [n for n in wanted if entry(n) is None]
+    if unknown:
+        raise UsageError(f"not a shipped weights file: {', '.join(unknown)} (see `deepsim weights`)")
+    results = []
+    for name in with_requirements(wanted):
+        have = find(name)
+        if have is not None and sha256_file(have) == entry(name)["sha256"]:
+            results.append({"file": name, "path": str(have), "downloaded": False})
+            continue
+        path = fetch(name)  # any failure is one line; nothing is left under the name
+        if on_fetched is not None:
+            on_fetched(name, path)
+        results.append({"file": name, "path": str(path), "downloaded": True})
+    return results

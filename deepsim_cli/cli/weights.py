@@ -96,25 +96,15 @@ def download(ctx: typer.Context, names: NamesArg = None) -> None:
       deepsim weights download alexnet-fc6-generator.safetensors alexnet-fc6-generator.bounds.safetensors
     """
     from .. import weights_store as store
-    from ..checkpoint import sha256_file
-    from ..errors import UsageError
 
     opts = resolve(ctx)
-    wanted = list(names or store.names())
-    unknown = [n for n in wanted if store.entry(n) is None]
-    if unknown:
-        raise UsageError(f"not a shipped weights file: {', '.join(unknown)} (see `deepsim weights`)")
-    results = []
-    for name in store.with_requirements(wanted):
-        have = store.find(name)
-        if have is not None and sha256_file(have) == store.entry(name)["sha256"]:
-            results.append({"file": name, "path": str(have), "downloaded": False})
-            continue
-        path = store.fetch(name)  # any failure is one line; nothing is left under the name
+
+    def fetched(name: str, _path: Path) -> None:
         if not opts.quiet and not opts.json:
             err_console().print(f"{name}: {store.entry(name)['bytes']:,} bytes from {store.url_for(name)}, "
                                 "sha256 verified", markup=False, soft_wrap=True)
-        results.append({"file": name, "path": str(path), "downloaded": True})
+
+    results = store.download(names or None, on_fetched=fetched)
     if opts.json:
         print_json({"cache": str(store.cache_dir()), "files": results})
     else:
