@@ -40,3 +40,50 @@ def test_psnr_matches_scikit_image(k):
         if np.isinf(ref):
             continue
         assert float(ours[i]) == pytest.approx(ref, abs=1e-3), (k, i)
+
+
+# ------------------------------------------------------------------------------ LPIPS-alex
+# torchmetrics ships the `lpips` package's network (LPIPS v0.1) and its linear weights
+# (lpips_models/alex.pth, the same file as lpips' weights/v0.1/alex.pth). Its AlexNet backbone
+# would come from a download, so it is built untrained and given the shipped conv weights.
+
+def _reference_lpips():
+    tm = pytest.importorskip("torchmetrics.functional.image.lpips")
+    from deepsim_cli.checkpoint import load_checkpoint
+    from deepsim_cli.weights_store import resolve
+
+    ref = tm._LPIPS(pretrained=True, net="alex", pnet_rand=True).eval()
+    conv = load_checkpoint(resolve("alexnet-conv.safetensors")).tensors
+    slices = {0: 1, 3: 2, 6: 3, 8: 4, 10: 5}   # torchvision features index -> LPIPS slice
+    state = {f"net.slice{s}.{i}.{p}": conv[f"features.{i}.{p}"].float()
+             for i, s in slices.items() for p in ("weight", "bias")}
+    missing, unexpected = ref.load_state_dict(state, strict=False)
+    assert not unexpected and not [k for k in missing if k.startswith("net.")]
+    return ref
+
+
+def test_lpips_linear_weights_are_the_lpips_packages():
+    from deepsim_cli.checkpoint import load_checkpoint
+    from deepsim_cli.weights_store import resolve
+
+    ref = _reference_lpips()
+    ours = load_checkpoint(resolve("lpips-alex-lin.safetensors")).tensors
+    for i in range(5):
+        assert torch.equal(ours[f"lin{i}.model.1.weight"].float(), ref.lins[i].model[1].weight), i
+
+
+@pytest.mark.parametrize("size", [64, 97])
+def test_lpips_alex_matches_the_reference_network(size):
+    from deepsim_cli.metrics import LPIPSAlex
+
+    ref = _reference_lpips()
+    g = torch.Generator().manual_seed(size)
+    x = torch.nn.functional.avg_pool2d(torch.rand(4, 3, size, size, generator=g) * 2 - 1, 5, 1, 2)
+    y = torch.stack([x[0] + 0.1 * torch.randn(x[0].shape, generator=g), x[1].flip(-1),
+                     x[3], torch.rand(3, size, size, generator=g) * 2 - 1]).clamp(-1, 1)
+    ours = LPIPSAlex(precision="fp32")(x, y)
+    with torch.no_grad():
+        want = ref(x, y).flatten()
+    assert ours.shape == want.shape == (4,)
+    assert torch.allclose(ours, want, rtol=1e-4, atol=1e-6), (ours, want)
+    assert len(set(want.round(decimals=3).tolist())) == 4   # four different distances, not a constant
