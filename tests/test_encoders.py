@@ -227,6 +227,41 @@ def test_mobilenet_layers(mobilenet):
 # ---------------------------------------------------------------------------------- registry / torchvision
 
 
+_BUILT: dict = {}
+
+
+def _registered(name):
+    if name not in _BUILT:
+        _BUILT[name] = build_encoder(name)
+    return _BUILT[name]
+
+
+@pytest.mark.parametrize("name", encoder_names())
+def test_every_registered_encoder_keeps_the_encoder_contract(name):
+    # what every command relies on, for each encoder in the registry: the layers it declares come
+    # back in the order asked, with the declared shapes, from one forward; frozen, in eval mode,
+    # differentiable with respect to the image; deterministic
+    enc = _registered(name)
+    shapes = enc.layer_shapes()
+    layers = list(shapes)
+    x = _x(2, 160, seed=3).requires_grad_(True)
+    feats = enc(x, layers[::-1])
+    assert list(feats) == layers[::-1]
+    for k in layers:
+        assert tuple(feats[k].shape) == (2, *shapes[k]), (name, k)
+        assert torch.isfinite(feats[k]).all(), (name, k)
+    feats[layers[len(layers) // 2]].square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in enc.parameters())
+    enc.train()
+    assert not enc.training
+    with torch.no_grad():
+        again = enc(x.detach(), [layers[-1]])[layers[-1]]
+    torch.testing.assert_close(again, feats[layers[-1]].detach())
+    with pytest.raises(UsageError):
+        enc(x.detach(), ["no-such-layer"])
+
+
 def test_registry_and_spec():
     names = encoder_names()
     for n in ("alexnet", "alexnet-random", "mobilenet_v2"):
