@@ -316,3 +316,17 @@ def test_checkpoint_into_module_round_trip(tmp_path):
     load_state_dict_strict(dst, load_checkpoint(path, kind="net").tensors, "net")
     x = torch.randn(5, 3)
     torch.testing.assert_close(dst.out(dst.layer(x)), src.out(src.layer(x)), atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_all_finite_finds_any_nan_or_inf(dtype):
+    from deepsim_cli.checkpoint import all_finite
+
+    t = torch.randn(37, 41).to(dtype)
+    assert all_finite(t)
+    for pos in (0, 700, t.numel() - 1):
+        for bad in (float("nan"), float("inf"), -float("inf")):
+            u = t.clone()
+            u.view(-1)[pos] = bad
+            assert not all_finite(u), (pos, bad)
+    assert all_finite(torch.empty(0, 3, dtype=dtype)) and all_finite(torch.arange(5))
