@@ -57,8 +57,9 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
     """Load a generator checkpoint; with `encoder`, refuse one trained on a different encoder."""
     ck = load_checkpoint(path, kind="generator", map_location="cpu")
     cfg = generator_config(ck)  # validated: a tampered header is one usage error
-    G = Generator(cfg)
-    load_state_dict_strict(G, ck.tensors, f"generator {path}")
+    with torch.device("meta"):  # no random init: every tensor comes from the file
+        G = Generator(cfg)
+    load_state_dict_strict(G, ck.tensors, f"generator {path}", assign=True)
     G.eval().requires_grad_(False).to(device)
     if encoder is not None:
         if ck.encoder != encoder.name:
