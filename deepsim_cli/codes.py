@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import all_finite, load_checkpoint, save_checkpoint
 from .errors import UsageError
 
 __all__ = ["write_codes", "read_codes"]
@@ -37,7 +37,7 @@ def read_codes(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str], st
         names = json.loads(ck.extra.get("names", "[]"))
     except ValueError:
         names = []
-    if not ck.tensors or len(n) != 1 or not all(t.is_floating_point() and t.isfinite().all()
+    if not ck.tensors or len(n) != 1 or not all(t.is_floating_point() and all_finite(t)
                                                 for t in ck.tensors.values()):
         raise UsageError(f"{path}: not a usable code file (expected finite float tensors of one batch size)")
     count = n.pop()

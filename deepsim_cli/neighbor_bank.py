@@ -67,8 +67,10 @@ def _read_bank(key: str, n: int):
         return None
     try:
         from safetensors.torch import load_file
+
+        from .checkpoint import all_finite
         bank = load_file(str(f))["bank"]
-        if bank.ndim != 2 or len(bank) != n or not bank.isfinite().all():
+        if bank.ndim != 2 or len(bank) != n or not all_finite(bank):
             raise ValueError(f"unexpected contents {tuple(bank.shape)}")
         return bank
     except Exception as e:  # noqa: BLE001 - corrupt, truncated, unreadable: rebuilt
