@@ -22,15 +22,22 @@ __all__ = ["write_codes", "read_codes"]
 def write_codes(path: str | Path, codes: dict[str, torch.Tensor], enc, names: list[str], refine: int = 0,
                 **extra: str) -> None:
     """Save `codes` ({layer: (N, *shape) tensor}) of encoder `enc` for the images `names` as a
-    kind='code' checkpoint (atomic)."""
+    kind='code' checkpoint (atomic). `enc` may be {layer: encoder} when the layers' generators were
+    trained on different weights of one encoder: the first layer's sha256 is the file's, and
+    every layer's is kept in extra["layer_encoder_sha256"]."""
+    encs = enc if isinstance(enc, dict) else {l: enc for l in codes}
+    first = encs[next(iter(codes))]
+    shas = {l: encs[l].sha256 for l in codes}
+    if len(set(shas.values())) > 1:
+        extra = {**extra, "layer_encoder_sha256": json.dumps(shas)}
     save_checkpoint(path, {l: c.float().contiguous() for l, c in codes.items()}, kind="code",
-                    encoder=enc.name, layer=",".join(codes), encoder_sha256=enc.sha256,
+                    encoder=first.name, layer=",".join(codes), encoder_sha256=first.sha256,
                     extra={"names": json.dumps(names), "refine_steps": str(refine), **extra})
 
 
-def read_codes(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str], str, str]:
-    """({layer: (N, *shape) codes}, N image names, encoder name, encoder sha256) of a file written by
-    write_codes; UsageError (one line) for a file that is not one, or holds non-finite values."""
+def read_codes(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str], str, dict[str, str]]:
+    """({layer: (N, *shape) codes}, N image names, encoder name, {layer: encoder sha256}) of a file
+    written by write_codes; UsageError (one line) for a file that is not one, or holds non-finite values."""
     ck = load_checkpoint(path, kind="code")
     n = {len(t) for t in ck.tensors.values()}
     try:
@@ -43,4 +50,11 @@ def read_codes(path: str | Path) -> tuple[dict[str, torch.Tensor], list[str], st
     count = n.pop()
     if not (isinstance(names, list) and len(names) == count):
         names = [f"code{i}" for i in range(count)]
-    return dict(ck.tensors), [str(x) for x in names], ck.encoder, ck.encoder_sha256
+    shas = {l: ck.encoder_sha256 for l in ck.tensors}
+    try:
+        per_layer = json.loads(ck.extra.get("layer_encoder_sha256", "{}"))
+    except ValueError:
+        per_layer = {}
+    if isinstance(per_layer, dict):
+        shas.update({l: str(v) for l, v in per_layer.items() if l in shas})
+    return dict(ck.tensors), [str(x) for x in names], ck.encoder, shas

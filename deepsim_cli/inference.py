@@ -69,6 +69,28 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
     return LoadedGenerator(G, ck.encoder, ck.layer, ck.encoder_sha256, ck)
 
 
+def trained_on(gen: LoadedGenerator, default: Encoder, device: torch.device | str = "cpu") -> Encoder:
+    """The encoder `gen` was trained on: `default` when it is that one (the same weights, or a conv
+    layer, which every shipped AlexNet file shares), else the shipped weights file with the sha256
+    the generator records, built on `device` (e.g. a generator trained on AlexNet head v2 while the
+    default head is v1). UsageError when that encoder does not ship or the names differ."""
+    from . import weights_store
+    from .encoders import build_encoder
+
+    path = gen.ckpt.path or "generator"
+    if gen.encoder_name != default.name:
+        raise UsageError(f"{path} inverts encoder {gen.encoder_name!r}, not {default.name!r}")
+    if (gen.layer in _conv_layers_shared(default) or not gen.encoder_sha256 or not default.sha256
+            or gen.encoder_sha256 == default.sha256):
+        return default
+    name = weights_store.encoder_file(default.name, gen.encoder_sha256)
+    if name is None:
+        _refuse_other_encoder_weights(path, gen.ckpt, default)
+    enc = build_encoder(default.name, weights_store.resolve(name), device)
+    _refuse_other_encoder_weights(path, gen.ckpt, enc)  # a local copy that is not the shipped file
+    return enc
+
+
 def _conv_layers_shared(encoder: Encoder) -> tuple[str, ...]:
     # the conv layers of the conv-only and the complete AlexNet files are the same genuine weights
     from .encoders import ALEXNET_CONV_LAYERS

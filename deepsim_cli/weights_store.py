@@ -60,6 +60,16 @@ def entry(name: str) -> dict[str, Any] | None:
     return manifest()["files"].get(name)
 
 
+def encoder_file(encoder: str, sha256: str) -> str | None:
+    """The shipped weights file of `encoder` whose identity is `sha256` (its own sha256, or the one a
+    sharded index declares): what a generator's recorded encoder_sha256 names. None if none ships."""
+    for name, e in manifest()["files"].items():
+        if (e.get("encoder") == encoder and e.get("kind") in ("encoder", "encoder-index")
+                and sha256 in (e.get("sha256"), e.get("identity_sha256"))):
+            return name
+    return None
+
+
 def names() -> list[str]:
     """Every shipped file name, in manifest order."""
     return list(manifest()["files"])

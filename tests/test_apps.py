@@ -177,6 +177,49 @@ def test_neighbors_missing_data_exit_2():
     assert "not found" in error_line(r)
 
 
+def _fc_generator_file(path: Path, layer: str, encoder_sha256: str) -> Path:
+    g = generator_for((4096,) if layer != "fc8" else (1000,), 32, width=0.125, fc_dims=(16,))
+    save_checkpoint(path, g.state_dict(), kind="generator", config={"generator": g.cfg.to_dict()},
+                    encoder="alexnet", layer=layer, encoder_sha256=encoder_sha256)
+    return path
+
+
+def test_generator_trained_on_another_shipped_head_gets_that_head(tmp_path):
+    """Without --encoder-weights, a generator trained on other shipped AlexNet weights (head v2
+    while v1 is the default) is run with those weights: its codes record head v2's sha256. Naming
+    other weights, or a generator whose weights do not ship, is one usage error."""
+    from deepsim_cli import weights_store
+    from deepsim_cli.codes import read_codes
+
+    v2 = weights_store.entry("alexnet-head-v2.safetensors.index.json")["sha256"]
+    v1_index = str(REPO / "weights" / "alexnet-head-v1.safetensors.index.json")
+    gen = _fc_generator_file(tmp_path / "fc7-v2.safetensors", "fc7", v2)
+    out, codes = tmp_path / "r.png", tmp_path / "c.safetensors"
+    r = run("invert", CHELSEA, "--layer", "fc7", "--weights", str(gen), "-o", str(out), "--save-code", str(codes))
+    assert r.exit_code == 0, r.stderr
+    assert out.is_file() and read_codes(codes)[3] == {"fc7": v2}
+    r = run("invert", CHELSEA, "--layer", "fc7", "--weights", str(gen), "--encoder-weights", v1_index,
+            "-o", str(tmp_path / "r1.png"))
+    assert r.exit_code == 2 and "trained on different alexnet weights" in error_line(r)
+    other = _fc_generator_file(tmp_path / "fc7-x.safetensors", "fc7", "0" * 64)
+    r = run("invert", CHELSEA, "--layer", "fc7", "--weights", str(other), "-o", str(tmp_path / "r2.png"))
+    assert r.exit_code == 2 and "trained on different alexnet weights" in error_line(r)
+    assert not (tmp_path / "r1.png").exists() and not (tmp_path / "r2.png").exists()
+
+
+def test_codes_of_layers_from_different_heads_keep_each_sha(tmp_path):
+    from types import SimpleNamespace
+
+    from deepsim_cli.codes import read_codes, write_codes
+
+    a, b = SimpleNamespace(name="alexnet", sha256="a" * 64), SimpleNamespace(name="alexnet", sha256="b" * 64)
+    codes = {"fc6": torch.zeros(2, 4), "fc7": torch.ones(2, 4)}
+    write_codes(tmp_path / "mixed.safetensors", codes, {"fc6": a, "fc7": b}, ["x", "y"])
+    write_codes(tmp_path / "one.safetensors", codes, a, ["x", "y"])
+    assert read_codes(tmp_path / "mixed.safetensors")[3] == {"fc6": "a" * 64, "fc7": "b" * 64}
+    assert read_codes(tmp_path / "one.safetensors")[3] == {"fc6": "a" * 64, "fc7": "a" * 64}
+
+
 def test_generator_for_other_encoder_weights_is_refused(tmp_path):
     """An fc generator records its encoder file's sha256; other weights are refused (fc layers
     differ between AlexNet heads), while a pool5 generator stays usable (the convs are shared)."""

@@ -51,10 +51,13 @@ def load_encoder(name: str, weights: Optional[Path], device):
     return enc
 
 
-def load_gen(encoder, layer: str, weights: Optional[Path], device):
-    """The generator for encoder:layer: --weights FILE or the shipped one."""
+def load_gen(encoder, layer: str, weights: Optional[Path], device, *, follow: bool = False):
+    """(encoder, generator) for encoder:layer: --weights FILE or the shipped generator, and the
+    encoder it inverts. With `follow` (the user named no --encoder-weights), a generator trained on
+    other shipped weights of that encoder than `encoder`'s (an fc7 generator trained on AlexNet head
+    v2, say) gets those, built once per process; otherwise other weights are a usage error."""
     from ..errors import UsageError
-    from ..inference import load_generator, shipped_generator_path
+    from ..inference import load_generator, shipped_generator_path, trained_on
 
     encoder.check_layers([layer])
     path = weights if weights is not None else shipped_generator_path(layer, encoder.name)
@@ -71,13 +74,24 @@ def load_gen(encoder, layer: str, weights: Optional[Path], device):
                          f"{', '.join(shipped) or 'none'}; `deepsim invert --method optimize` inverts any layer "
                          f"without one, or pass --weights FILE (train one with `deepsim train "
                          f"{'' if encoder.name == 'alexnet' else f'--encoder {encoder.name} '}--layer {layer} --data DIR`)")
-    gen = load_generator(path, device, encoder=encoder)
     from .. import provenance
+    if follow:
+        gen = load_generator(path, device)
+        key = (gen.encoder_name, gen.encoder_sha256, str(device))
+        own = _ENCODERS.get(key) or trained_on(gen, encoder, device)
+        if own is not encoder:
+            _ENCODERS[key] = encoder = own
+            provenance.add_weights(f"encoder {encoder.name} for {layer}", encoder.weights_path, encoder.sha256)
+    else:
+        gen = load_generator(path, device, encoder=encoder)
     from ..encoders import file_sha256
     provenance.add_weights(f"generator {encoder.name}:{layer}", path, file_sha256(path))
     if gen.layer != layer:
         raise UsageError(f"{path} inverts layer {gen.layer!r}, not {layer!r}")
-    return gen
+    return encoder, gen
+
+
+_ENCODERS: dict = {}  # (encoder, weights sha256, device) → an Encoder load_gen(follow=True) built
 
 
 def parse_layers(text: str) -> list[str]:

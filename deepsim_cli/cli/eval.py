@@ -68,12 +68,12 @@ def eval_(
         check_suffix(csv, (".csv",), "--csv")
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
-    gens = {l: load_gen(enc, l, weights, dev) for l in layers}
+    pairs = {l: load_gen(enc, l, weights, dev, follow=encoder_weights is None) for l in layers}
     lp = None if no_lpips else LPIPSAlex(dev, precision=opts.precision)
     judge = None if no_judge else load_encoder("mobilenet_v2", None, dev)
     rows, per_image = [], {}
     names: list[str] = []
-    for l, gen in gens.items():
+    for l, (enc, gen) in pairs.items():
         arr, names = load_array(data, gen.image_size, sample=(n, opts.seed))
         total = count_images(data)
         x = to_float(torch.from_numpy(arr))

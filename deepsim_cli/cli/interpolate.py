@@ -49,7 +49,7 @@ def interpolate(
     opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
-    gen = load_gen(enc, layer, weights, dev)
+    enc, gen = load_gen(enc, layer, weights, dev, follow=encoder_weights is None)
     xa, na = read_inputs([image_a], gen.image_size)
     xb, nb = read_inputs([image_b], gen.image_size)
     path = output_path(out, result_name(na[0], nb[0], layer, "slerp" if use_slerp else "",

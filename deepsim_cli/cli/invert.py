@@ -79,8 +79,10 @@ def invert(
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     enc.check_layers(layers)
-    gens = ({l: load_gen(enc, l, weights, dev) for l in layers}
-            if method == "generator" or init == "generator" else {})
+    pairs = ({l: load_gen(enc, l, weights, dev, follow=encoder_weights is None) for l in layers}
+             if method == "generator" or init == "generator" else {})
+    encs = {l: pairs[l][0] if l in pairs else enc for l in layers}  # a generator's own encoder
+    gens = {l: g for l, (_, g) in pairs.items()}
     out_size = next(iter(gens.values())).image_size if gens else size
     x, names = read_inputs(images, out_size)
     single = len(names) == 1 and len(layers) == 1
@@ -100,7 +102,7 @@ def invert(
                   f"{' from the generator' if from_gen else ''}{f', refined {refine} steps' if refine else ''})")
         with progress_bar(opts, work * len(x), f"{'refining' if refine else 'optimising'} {l}") \
                 as advance:
-            r = reconstruct(x, enc, l, gen=gens.get(l), method=method, refine=refine, init=init, steps=steps,
+            r = reconstruct(x, encs[l], l, gen=gens.get(l), method=method, refine=refine, init=init, steps=steps,
                             size=size, batch=batch, seed=opts.seed, precision=opts.precision,
                             want_codes=save_code is not None, on_progress=advance if work else None)
         recons[l], codes[l] = r.images, r.codes
@@ -112,7 +114,7 @@ def invert(
         else:
             save_image(recons[layers[0]][0] if single else inversion_grid(x, recons, names, ncols), path)
         if save_code is not None:
-            write_codes(save_code, codes, enc, names, refine)
+            write_codes(save_code, codes, encs, names, refine)
     written = [str(f) for f in files.values()] if files else [str(path)]
     if save_code is not None:
         say(opts, f"codes: {save_code}")

@@ -33,18 +33,19 @@ def invert_codes(ctx, code: Path, encoder: str, encoder_weights: Optional[Path],
 
     opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
-    codes, names, code_encoder, code_sha = read_codes(code)
-    enc = load_encoder(code_encoder or encoder, encoder_weights, dev)
-    if code_sha and enc.sha256 and code_sha != enc.sha256:
-        warn(f"{code} was saved with other {enc.name} weights (sha256 {code_sha[:12]}…, these are "
-             f"{enc.sha256[:12]}…): the codes may not decode as they did")
+    codes, names, code_encoder, code_shas = read_codes(code)
+    default = load_encoder(code_encoder or encoder, encoder_weights, dev)
     layers = list(codes)
-    enc.check_layers(layers)
+    default.check_layers(layers)
     if weights is not None and len(layers) > 1:
         raise UsageError("--weights names one generator, but the code file holds several layers")
-    recons, refined = {}, {}
+    recons, refined, encs = {}, {}, {}
     for l in layers:
-        gen = load_gen(enc, l, weights, dev)
+        enc, gen = load_gen(default, l, weights, dev, follow=encoder_weights is None)
+        encs[l] = enc
+        if code_shas[l] and enc.sha256 and code_shas[l] != enc.sha256:
+            warn(f"{code} was saved with other {enc.name} weights (sha256 {code_shas[l][:12]}…, these are "
+                 f"{enc.sha256[:12]}…): the {l} codes may not decode as they did")
         want = tuple(gen.G.cfg.in_shape)
         if tuple(codes[l].shape[1:]) != want:
             raise UsageError(f"{code}: the {l} codes have shape {tuple(codes[l].shape[1:])}, "
@@ -66,7 +67,7 @@ def invert_codes(ctx, code: Path, encoder: str, encoder_weights: Optional[Path],
     with all_or_nothing():
         save_image(img, path)
         if save_code is not None:
-            write_codes(save_code, refined if refine else codes, enc, names, refine)
+            write_codes(save_code, refined if refine else codes, encs, names, refine)
     if str(path) == "-":
         return
     if opts.json:

@@ -54,7 +54,7 @@ def reencode(
     opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
-    gen = load_gen(enc, layer, weights, dev)
+    enc, gen = load_gen(enc, layer, weights, dev, follow=encoder_weights is None)
     x, names = read_inputs(images, gen.image_size)
     stem = names[0] if len(names) == 1 else f"{names[0]}+{len(names) - 1}"
     path = output_path(out, result_name(stem, layer, "reencode", f"refine{refine}" if refine else "") + ".png", opts)

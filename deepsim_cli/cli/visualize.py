@@ -73,7 +73,7 @@ def visualize(
     opts = resolve(ctx)
     dev = setup(opts)
     alex = load_encoder("alexnet", None, dev)
-    gen = load_gen(alex, code_layer, weights, dev)
+    alex, gen = load_gen(alex, code_layer, weights, dev, follow=True)  # the encoder of its codes
     if gen.G.cfg.kind != "fc":
         raise UsageError(f"DGN-AM optimises a vector code; the {code_layer} generator takes feature maps")
     bpath = generator_bounds_path(weights, code_layer)
