@@ -286,9 +286,11 @@ def load_vae(path: str | Path | None = None, device: torch.device | str = "cpu")
               upsample=gcfg.upsample)
     load_state_dict_strict(vae, ck.tensors, f"VAE {path}")
     vae = vae.eval().requires_grad_(False).to(device)
-    if frozen:  # its encoder is the shipped encoder's conv1–fc6: attach it, and check it is the same one
+    if frozen:  # its encoder is a shipped encoder's conv1–fc6 (the one it records): attach it, and check it
         from .encoders import build_encoder
-        enc = build_encoder(ck.encoder, None, device)
+        from .weights_store import encoder_file
+        own = encoder_file(ck.encoder, ck.encoder_sha256) if ck.encoder_sha256 else None
+        enc = build_encoder(ck.encoder, resolve(own) if own else None, device)
         _refuse_other_encoder_weights(path, ck, enc)
         vae.attach_encoder(enc)
     return vae

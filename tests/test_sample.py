@@ -89,3 +89,22 @@ def test_cli_sample_refuses_a_generator_checkpoint(tmp_path):
     save_checkpoint(p, G.state_dict(), kind="generator", config={"generator": G.cfg.to_dict()})
     r = _runner().invoke(app, ["--device", "cpu", "sample", "--weights", str(p)])
     assert r.exit_code == 2 and "expected a 'vae' checkpoint" in r.stderr
+
+
+def test_frozen_vae_runs_on_the_head_it_records(tmp_path):
+    """A frozen-encoder VAE reads the shipped head whose sha256 it records (v2 here, not the default
+    v1), and one recording weights that do not ship is refused in one line."""
+    from deepsim_cli import weights_store
+    from deepsim_cli.errors import UsageError
+
+    v2 = weights_store.entry("alexnet-head-v2.safetensors.index.json")["sha256"]
+    vae = VAE(latent_dim=16, out_size=32, width=0.125, fc_dims=(16,), frozen_encoder=True)
+    for sha, ok in ((v2, True), ("0" * 64, False)):
+        path = tmp_path / f"vae-{sha[:4]}.safetensors"
+        save_checkpoint(path, vae.state_dict(), kind="vae", encoder="alexnet", layer="z", encoder_sha256=sha,
+                        config={"generator": vae.decoder.cfg.to_dict(), "train": {"vae_encoder": "frozen"}})
+        if ok:
+            assert load_vae(path)._attached[0].sha256 == v2
+        else:
+            with pytest.raises(UsageError, match="trained on different alexnet weights"):
+                load_vae(path)
