@@ -351,3 +351,28 @@ def load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
             state.setdefault(int(pid), {})[name] = v
     sd["state"] = state
     opt.load_state_dict(sd)
+
+
+def run_state_tensors(parts: Mapping[str, "torch.nn.Module | torch.optim.Optimizer"]) -> dict[str, torch.Tensor]:
+    """A run's resumable state as one flat tensor dict: each module's state_dict under 'NAME.' and
+    each optimizer's state (optimizer_tensors) under its name; training and distillation both save
+    theirs this way. Names must not be prefixes of each other followed by '.' ('G' and 'optG' are fine)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, part in parts.items():
+        if isinstance(part, torch.optim.Optimizer):
+            out.update(optimizer_tensors(part, name))
+        else:
+            out.update({f"{name}.{k}": v for k, v in part.state_dict().items()})
+    return out
+
+
+def load_run_state_tensors(parts: Mapping[str, "torch.nn.Module | torch.optim.Optimizer"],
+                           tensors: Mapping[str, torch.Tensor]) -> None:
+    """Load what run_state_tensors(parts) saved back into the same modules and optimizers (strict
+    for the modules: a missing or unexpected key is an error)."""
+    for name, part in parts.items():
+        if isinstance(part, torch.optim.Optimizer):
+            load_optimizer_tensors(part, dict(tensors), name)
+        else:
+            n = len(name) + 1
+            part.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(name + ".")})

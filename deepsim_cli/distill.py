@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-from .checkpoint import load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from .checkpoint import load_checkpoint, load_run_state_tensors, run_state_tensors, save_checkpoint
 from .data import color_jitter, load_array, random_resized_crop, step_generator, to_float
 from .encoders import IMAGENET_MEAN, IMAGENET_STD, build_encoder
 from .weights_store import resolve as resolve_weights
@@ -289,8 +289,7 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
     state_path = Path(state_path) if state_path else Path(str(out) + ".state.safetensors")
     if state_path.exists():
         ck = load_checkpoint(state_path, kind="distill-state", map_location=device)
-        student.classifier.load_state_dict({k[4:]: v for k, v in ck.tensors.items() if k.startswith("cls.")})
-        load_optimizer_tensors(opt, ck.tensors, "opt")
+        load_run_state_tensors({"cls": student.classifier, "opt": opt}, ck.tensors)
         step = ck.train_steps
         log(f"resumed distillation at step {step}")
     if cache_dir is not None:
@@ -306,9 +305,8 @@ def distill(cfg: DistillConfig, arrays: Sequence[np.ndarray | torch.Tensor] | No
     hist: list[float] = []
 
     def save_state():
-        t = {f"cls.{k}": v for k, v in student.classifier.state_dict().items()}
-        t.update(optimizer_tensors(opt, "opt"))
-        save_checkpoint(state_path, t, kind="distill-state", config=asdict(cfg), train_steps=step)
+        save_checkpoint(state_path, run_state_tensors({"cls": student.classifier, "opt": opt}), kind="distill-state",
+                        config=asdict(cfg), train_steps=step)
 
     student.classifier.train()
     while step < cfg.steps:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .checkpoint import generator_config, load_checkpoint, load_optimizer_tensors, optimizer_tensors, save_checkpoint
+from .checkpoint import generator_config, load_checkpoint, load_run_state_tensors, run_state_tensors, save_checkpoint
 from .config import TrainConfig, write_json
 from .data import batch_indices, load_array, random_resized_crop, step_generator, to_float
 from .discriminator import Discriminator, DiscriminatorConfig
@@ -203,14 +203,13 @@ class Trainer:
     def state_path(self) -> Path:
         return self.run_dir / "state.safetensors"
 
+    def _state_parts(self) -> dict:
+        return {"G": self.G, "D": self.D, "optG": self.optG, "optD": self.optD}
+
     def save_state(self) -> None:
         if self.rank != 0:
             return
-        t = {f"G.{k}": v for k, v in self.G.state_dict().items()}
-        t.update({f"D.{k}": v for k, v in self.D.state_dict().items()})
-        t.update(optimizer_tensors(self.optG, "optG"))
-        t.update(optimizer_tensors(self.optD, "optD"))
-        save_checkpoint(self.state_path(), t, kind="train-state", config=self.cfg.to_dict(),
+        save_checkpoint(self.state_path(), run_state_tensors(self._state_parts()), kind="train-state", config=self.cfg.to_dict(),
                         encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
                         extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg),
                                "prior_steps": str(self.prior_steps), "precision": self.precision})
@@ -223,10 +222,7 @@ class Trainer:
         diff = [k for k in fixed if getattr(saved, k) != getattr(self.cfg, k)]
         if diff:
             raise UsageError(f"cannot resume {self.run_dir}: config differs in {', '.join(diff)}")
-        self.G.load_state_dict({k[2:]: v for k, v in ck.tensors.items() if k.startswith("G.")})
-        self.D.load_state_dict({k[2:]: v for k, v in ck.tensors.items() if k.startswith("D.")})
-        load_optimizer_tensors(self.optG, ck.tensors, "optG")
-        load_optimizer_tensors(self.optD, ck.tensors, "optD")
+        load_run_state_tensors(self._state_parts(), ck.tensors)
         self.step = ck.train_steps
         self.d_paused = ck.extra.get("d_paused") == "1"
         self.g_norm_avg = float(ck.extra.get("g_norm_avg", "0.0"))
