@@ -115,6 +115,19 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
     return out
 
 
+def write_per_image_csv(path, per_image: dict[str, dict[str, torch.Tensor]], names: Sequence[str]) -> None:
+    """CSV with one row per image and layer: image,layer,<metric>… from {layer: LayerEval.per_image};
+    written atomically (all of it or nothing)."""
+    from .utils import atomic_output
+
+    keys = list(next(iter(per_image.values())))
+    with atomic_output(path) as tmp, open(tmp, "w") as f:
+        f.write("image,layer," + ",".join(keys) + "\n")
+        for layer, m in per_image.items():
+            for i, name in enumerate(names):
+                f.write(f"{name},{layer}," + ",".join(f"{float(m[k][i]):.6g}" for k in keys) + "\n")
+
+
 def eval_stages(refine_steps: Sequence[int] = (), judge: bool = True) -> int:
     """How many times evaluate_layer calls `on_stage` (for a progress total)."""
     return 2 + sum(1 for s in refine_steps if s > 0) + int(judge)

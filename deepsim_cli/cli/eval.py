@@ -55,9 +55,8 @@ def eval_(
     import torch
 
     from ..data import count_images, load_array, to_float
-    from ..evaluation import eval_stages, evaluate_layer
+    from ..evaluation import eval_stages, evaluate_layer, write_per_image_csv
     from ..metrics import LPIPSAlex
-    from ..utils import atomic_output
 
     opts = resolve(ctx)
     layers = parse_layers(layer)
@@ -88,13 +87,7 @@ def eval_(
         rows += res.rows
         per_image[l] = res.per_image
     if csv is not None:
-        with atomic_output(csv) as tmp:
-            with open(tmp, "w") as f:
-                keys = list(next(iter(per_image.values())))
-                f.write("image,layer," + ",".join(keys) + "\n")
-                for l, m in per_image.items():
-                    for i, name in enumerate(names):
-                        f.write(f"{name},{l}," + ",".join(f"{float(m[k][i]):.6g}" for k in keys) + "\n")
+        write_per_image_csv(csv, per_image, names)
     if opts.json:
         print_json({"data": str(data), "rows": rows, "csv": str(csv) if csv else None})
         return

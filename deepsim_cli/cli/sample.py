@@ -66,16 +66,14 @@ def sample(
             raise UsageError(f"--outdir {outdir} is a file, not a folder")
     opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
-    from ..inference import DEFAULT_VAE
-    from ..weights_store import MissingWeights, resolve as resolve_weights
+    from ..weights_store import MissingWeights
 
+    if weights is not None and not weights.is_file():
+        raise UsageError(f"no VAE at {weights}; pass --weights FILE (train one with `deepsim train --model vae`)")
     try:
-        path = resolve_weights(DEFAULT_VAE, weights)
+        vae = load_vae(weights, dev)  # the shipped one without --weights
     except MissingWeights as e:
         raise UsageError(f"no VAE: {e}; or pass --weights FILE") from None
-    if not Path(path).is_file():
-        raise UsageError(f"no VAE at {path}; pass --weights FILE (train one with `deepsim train --model vae`)")
-    vae = load_vae(path, dev)
     size = vae.decoder.cfg.out_size
     if from_image is not None:
         x, names = read_inputs([from_image], size)
