@@ -249,6 +249,29 @@ def load_view_cache(cache_dir: str | Path | Sequence[str | Path]) -> tuple[np.nd
     return np.concatenate(feats), np.concatenate(logits)
 
 
+def training_images(data: Sequence[str | Path], load_size: int, *, synthetic: int = 0, di_iters: int = 300,
+                    seed: int = 0, device: torch.device | str = "cpu", precision: str = "auto",
+                    log: Callable[[str], None] = print) -> tuple[list[np.ndarray], int]:
+    """The images distillation trains on: each of `data` decoded at `load_size` ((N, S, S, 3)
+    uint8 arrays), plus, with `synthetic` > 0, that many DeepInversion images (112 px, `di_iters`
+    steps) for each ImageNet class the data's file names lack. Returns (arrays, synthetic count)."""
+    arrays, names = [], []
+    for d in data:
+        a, n = load_array(str(d), load_size)
+        arrays.append(a)
+        names += n
+    log(f"{sum(len(a) for a in arrays)} training images")
+    if not synthetic:
+        return arrays, 0
+    have = classes_in(names)
+    missing = [c for c in range(1000) if c not in have]
+    log(f"DeepInversion: {synthetic} image(s) for each of {len(missing)} classes the data lacks")
+    teacher, _ = teacher_student(torch.device(device), fold_bn=False)
+    synth = deep_inversion(teacher, missing * synthetic, size=112, iters=di_iters, seed=seed,
+                           device=device, precision=precision, log=log)
+    return arrays + [synth], len(synth)
+
+
 def init_head(student: nn.Module, path: str | Path) -> None:
     """Start the student's head (classifier.*) from an AlexNet file's fc6–fc8 (a .safetensors or a
     sharded .safetensors.index.json such as weights/alexnet-head-v2.safetensors.index.json)."""

@@ -74,31 +74,15 @@ def distill(
         from ..errors import UsageError
         raise UsageError("--extra-cache needs --cache (the views of --data are cached there first)")
 
-    from ..data import load_array
-    from ..distill import (DistillConfig, classes_in, deep_inversion, distill as lib_distill, extract_views,
-                           teacher_student)
+    from ..distill import DistillConfig, distill as lib_distill, extract_views, training_images
     from ._options import parse_duration
 
     opts = resolve(ctx)
     if cache is not None:  # before hours of work: a cache that cannot hold the views is one line now
         _check_cache_folder(cache)
     dev = setup(opts)
-    arrays, names = [], []
-    for d in data:
-        a, n = load_array(str(d), load_size)
-        arrays.append(a)
-        names += n
-    say(opts, f"{sum(len(a) for a in arrays)} training images")
-    n_synth = 0
-    if synthetic:
-        have = classes_in(names)
-        missing = [c for c in range(1000) if c not in have]
-        say(opts, f"DeepInversion: {synthetic} image(s) for each of {len(missing)} classes the data lacks")
-        teacher, _ = teacher_student(dev, fold_bn=False)
-        synth = deep_inversion(teacher, missing * synthetic, size=112, iters=di_iters, seed=opts.seed,
-                               device=dev, precision=opts.precision, log=lambda m: say(opts, m))
-        arrays.append(synth)
-        n_synth = len(synth)
+    arrays, n_synth = training_images(data, load_size, synthetic=synthetic, di_iters=di_iters, seed=opts.seed,
+                                      device=dev, precision=opts.precision, log=lambda m: say(opts, m))
     cfg = DistillConfig(steps=steps, batch=batch, lr=lr, temperature=temperature, seed=opts.seed,
                         teacher_size=teacher_size, precision=opts.precision,
                         time_limit=parse_duration(time_limit) if time_limit else None)
