@@ -175,3 +175,27 @@ def test_two_view_caches_train_together_from_an_initial_head(tmp_path):
 def test_distill_extra_cache_needs_cache(tmp_path):
     r = _runner().invoke(app, ["distill", "--data", str(IMAGES), "--extra-cache", str(tmp_path)])
     assert r.exit_code == 2 and "--extra-cache needs --cache" in r.stderr
+
+
+def test_training_images_asks_deep_inversion_for_the_missing_classes(tmp_path, monkeypatch):
+    """training_images decodes every source at load_size and asks DeepInversion for `synthetic`
+    images of exactly the classes the file names lack (stubbed: the real one is 1000-class work)."""
+    import deepsim_cli.distill as distill_mod
+
+    wnids = imagenet_wnids()
+    for i, w in enumerate(wnids[:3]):
+        (tmp_path / w).mkdir()
+        Image.fromarray(np.full((40, 50, 3), 40 * i, np.uint8)).save(tmp_path / w / f"{w}_{i}.png")
+    asked = {}
+
+    def fake_di(teacher, classes, *, size, iters, seed, device, precision, log):
+        asked.update(classes=list(classes), size=size, iters=iters)
+        return np.zeros((len(classes), size, size, 3), np.uint8)
+
+    monkeypatch.setattr(distill_mod, "deep_inversion", fake_di)
+    monkeypatch.setattr(distill_mod, "teacher_student", lambda device, fold_bn: (None, None))
+    arrays, n = distill_mod.training_images([tmp_path], 32, log=lambda m: None)
+    assert n == 0 and [a.shape for a in arrays] == [(3, 32, 32, 3)] and not asked
+    arrays, n = distill_mod.training_images([tmp_path], 32, synthetic=2, di_iters=7, log=lambda m: None)
+    assert n == 2 * 997 and len(arrays) == 2 and arrays[1].shape == (n, 112, 112, 3)
+    assert sorted(asked["classes"]) == sorted(list(range(3, 1000)) * 2) and asked["iters"] == 7
