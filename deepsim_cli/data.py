@@ -133,6 +133,7 @@ def stratified_sample(names: Sequence[str], n: int, seed: int) -> list[int]:
 
 
 def cache_dir() -> Path:
+    """Where decoded-image caches live: $DEEPSIM_CACHE, default ~/.cache/deepsim."""
     return Path(os.environ.get("DEEPSIM_CACHE", Path.home() / ".cache" / "deepsim"))
 
 

@@ -47,6 +47,8 @@ class Discriminator(nn.Module):
                                   nn.Linear(512, 1))
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, 3, S, S) in [-1, 1] (and, when conditional, the features y (B, *feature shape))
+        → (B,) logits: > 0 says "real"."""
         h = self.features(x)
         if self.cond is not None:
             assert y is not None, "conditional discriminator needs y"

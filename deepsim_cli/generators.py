@@ -70,6 +70,7 @@ class ResizeConv(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) → (B, C', 2H, 2W): nearest-neighbour ×2, then the conv."""
         return self.conv(nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
 
 
@@ -217,6 +218,8 @@ class VAE(nn.Module):
         return self.mu(h), self.logvar(h).clamp(-30, 20)
 
     def fc6_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, S, S) in [-1, 1] → AlexNet relu6 features (B, 4096): the attached frozen
+        encoder's (no gradient), or this VAE's own conv1–fc6."""
         import torch.nn.functional as F
 
         if self.frozen_encoder:
@@ -235,10 +238,13 @@ class VAE(nn.Module):
         return self.encode_features(self.fc6_features(x))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_dim) → images (B, 3, out_size, out_size) in [-1, 1] space (unclamped)."""
         return self.decoder(z)
 
     def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor,
                        generator: torch.Generator | None = None) -> torch.Tensor:
+        """z = μ + σ·ε with ε ~ N(0, I) (drawn on the CPU from `generator` when given, so the
+        draw does not depend on the device); μ, log σ² and z are (B, latent_dim)."""
         eps = torch.randn(mu.shape, generator=generator, device="cpu").to(mu) if generator is not None \
             else torch.randn_like(mu)
         return mu + (0.5 * logvar).exp() * eps

@@ -57,6 +57,7 @@ def current() -> Optional[dict]:
 
 
 def end() -> None:
+    """Close the current command's record (outputs written after this carry none)."""
     _CURRENT.set(None)
 
 
@@ -82,6 +83,7 @@ def note(**results: Any) -> None:
 
 
 def to_json(rec: dict) -> str:
+    """The record as one JSON string (keys in insertion order; unknown types as str)."""
     return json.dumps(rec, sort_keys=False, default=str)
 
 
@@ -97,6 +99,7 @@ def png_info():
 
 
 def sidecar_path(path: os.PathLike | str) -> Path:
+    """The JSON record beside an output that cannot hold one itself (a GIF): NAME.gif.json."""
     p = Path(path)
     return p.with_name(p.name + SIDECAR)
 

@@ -262,6 +262,7 @@ class Trainer:
         return LossWeights(feat=r * w.feat, adv=r * w.adv, img=(1 - r) + r * w.img)
 
     def batch_index(self, n: int, step: int) -> torch.Tensor:
+        """This rank's indices (batch,) into `n` images for `step`: a function of seed and step only."""
         idx = batch_indices(n, self.cfg.batch * self.world, step, self.cfg.seed)
         return idx[self.rank::self.world]
 
@@ -445,6 +446,7 @@ class Trainer:
         return ratio > cfg.g_pause_above
 
     def save_grid(self, x: torch.Tensor, path: Path) -> None:
+        """A PNG of the fixed images x (B, 3, S, S) in [-1, 1] over G's reconstructions of them."""
         from .figures import make_grid
         from .images import save_image
         self.G.eval()

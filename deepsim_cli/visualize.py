@@ -32,9 +32,11 @@ class CodeBounds:
     hi: torch.Tensor
 
     def clip(self, h: torch.Tensor) -> torch.Tensor:
+        """Codes (B, D) clamped elementwise into [lo, hi] (each (D,))."""
         return torch.maximum(torch.minimum(h, self.hi.to(h)), self.lo.to(h))
 
     def save(self, path: str | Path, *, source: str = "") -> None:
+        """Write lo/hi as a kind='code-bounds' safetensors file (atomic); `source` names the data."""
         save_checkpoint(path, {"lo": self.lo, "hi": self.hi}, kind="code-bounds", extra={"source": source})
 
     @classmethod
@@ -243,9 +245,11 @@ class CodeParam:
         self.start = self.project(h)
 
     def render(self, h: torch.Tensor) -> torch.Tensor:
+        """Codes (B, *code shape) → images (B, 3, S, S) in [-1, 1] space through G."""
         return self.G(h)
 
     def project(self, h: torch.Tensor) -> torch.Tensor:
+        """The codes clipped into the bounds (unchanged without bounds)."""
         return self.bounds.clip(h) if self.bounds is not None else h
 
 
@@ -256,9 +260,11 @@ class PixelParam:
         self.start = x
 
     def render(self, x: torch.Tensor) -> torch.Tensor:
+        """The parameters are the images (B, 3, S, S)."""
         return x
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
+        """The images clamped to [-1, 1]."""
         return x.clamp(-1, 1)
 
 
