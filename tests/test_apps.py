@@ -237,3 +237,27 @@ def test_generator_for_other_encoder_weights_is_refused(tmp_path):
                 load_generator(path, encoder=enc)
         else:
             assert load_generator(path, encoder=enc).layer == "pool5"
+
+
+def test_one_grid_mixes_generators_of_two_heads_and_their_codes_decode(tmp_path, monkeypatch):
+    """fc6 trained on head v1 (the default) and fc7 on head v2 in one `invert --layer fc6,fc7`:
+    each layer runs on its own head, the code file records both, and decoding it warns of nothing."""
+    from deepsim_cli import weights_store
+    from deepsim_cli.codes import read_codes
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    for name in weights_store.with_requirements(["alexnet-head-v1.safetensors.index.json",
+                                                 "alexnet-head-v2.safetensors.index.json"]):
+        (folder / name).symlink_to(REPO / "weights" / name)
+    v1 = weights_store.entry("alexnet-head-v1.safetensors.index.json")["identity_sha256"]
+    v2 = weights_store.entry("alexnet-head-v2.safetensors.index.json")["sha256"]
+    _fc_generator_file(folder / "alexnet-fc6-generator.safetensors", "fc6", v1)
+    _fc_generator_file(folder / "alexnet-fc7-generator.safetensors", "fc7", v2)
+    monkeypatch.setenv("DEEPSIM_WEIGHTS", str(folder))
+    codes = tmp_path / "c.safetensors"
+    r = run("invert", CHELSEA, COFFEE, "--layer", "fc6,fc7", "-o", str(tmp_path / "g.png"), "--save-code", str(codes))
+    assert r.exit_code == 0, r.stderr
+    assert read_codes(codes)[3] == {"fc6": v1, "fc7": v2}
+    r = run("invert", "--code", str(codes), "-o", str(tmp_path / "again.png"))
+    assert r.exit_code == 0 and "warning" not in r.stderr.lower(), r.stderr
