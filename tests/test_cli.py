@@ -320,3 +320,26 @@ def test_train_ctrl_c_exits_130_with_resume_hint(tmp_path, image_dir, monkeypatc
     assert r.exit_code == 130
     line = one_error_line(r)
     assert "--resume" in line and str(run) in line and "step 3" in line
+
+
+def test_layers_names_the_head_a_generator_was_trained_on(monkeypatch):
+    """A shipped generator trained on other AlexNet weights than the default (head v2) is listed
+    with that file; generators on the default head are not annotated."""
+    import json
+
+    from deepsim_cli import weights_store
+
+    real = weights_store.entry
+    v2 = real("alexnet-head-v2.safetensors.index.json")["sha256"]
+
+    def entry(name):
+        e = real(name)
+        return {**e, "encoder_sha256": v2} if name == "alexnet-fc7-generator.safetensors" else e
+
+    monkeypatch.setattr(weights_store, "entry", entry)
+    r = invoke("--json", "layers", "--encoder", "alexnet")
+    assert r.exit_code == 0, r.stderr
+    info = json.loads(r.stdout)["encoders"]["alexnet"]
+    assert info["generator_weights"] == {"fc7": "alexnet-head-v2.safetensors.index.json"}
+    r = invoke("layers", "--encoder", "alexnet")
+    assert "alexnet-head-v2" in r.stdout.replace("\n", "").replace(" ", ""), r.stdout

@@ -31,6 +31,7 @@ def describe_encoder(name: str, size: int | None = None) -> dict[str, Any]:
     info["layers"] = {k: list(v) for k, v in enc.layer_shapes(size).items()}
     info["trained_layers"] = list(enc.trained_layers)
     info["shipped_generators"] = shipped_generator_layers(name, list(enc.layer_names))
+    info["generator_weights"] = generator_encoder_files(name, info["shipped_generators"], enc.sha256)
     untrained = [k for k in enc.layer_names if k not in enc.trained_layers]
     if untrained:
         info["note"] = f"untrained here: {', '.join(untrained)} (random weights; no weights file holds them)"
@@ -42,6 +43,19 @@ def shipped_generator_layers(encoder: str, layer_names: list[str]) -> list[str]:
     out of the box for them)."""
     from ..inference import shipped_generator_path
     return [l for l in layer_names if shipped_generator_path(l, encoder).is_file()]
+
+
+def generator_encoder_files(encoder: str, layers: list[str], default_sha256: str) -> dict[str, str]:
+    """{layer: shipped encoder file} for the shipped generators of `layers` trained on other weights
+    of `encoder` than the default (those commands load by themselves), from the manifest."""
+    from .. import weights_store
+
+    out = {}
+    for l in layers:
+        sha = (weights_store.entry(f"{encoder}-{l}-generator.safetensors") or {}).get("encoder_sha256")
+        if sha and default_sha256 and sha != default_sha256:
+            out[l] = weights_store.encoder_file(encoder, sha) or f"sha256 {sha[:12]}…"
+    return out
 
 
 def layers(
@@ -91,6 +105,8 @@ def layers(
             for layer, shape in info["layers"].items():
                 mark = ("[yellow]untrained here[/yellow]" if layer not in info["trained_layers"] else
                         "[green]shipped generator[/green]" if layer in info["shipped_generators"] else "")
+                if layer in info.get("generator_weights", {}):
+                    mark += f" [dim](on {escape(info['generator_weights'][layer])})[/dim]"
                 table.add_row(layer, " × ".join(map(str, shape)), mark)
             con.print(table)
         else:
