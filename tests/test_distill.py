@@ -48,7 +48,7 @@ def test_classes_in_reads_folders_and_prefixes():
 def test_distill_cli_writes_a_complete_alexnet_and_resumes(tmp_path):
     out = tmp_path / "alexnet.safetensors"
     args = ["--device", "cpu", "distill", "--data", str(IMAGES), "--out", str(out), "--batch", "4",
-            "--load-size", "64", "--json"]
+            "--load-size", "64", "--teacher-size", "96", "--json"]
     r = _runner().invoke(app, args + ["--steps", "2"])
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["steps"] == 2
@@ -73,7 +73,7 @@ def test_distill_head_learns_on_a_fixed_batch():
     arr = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     logs: list[str] = []
     cfg = DistillConfig(steps=12, batch=8, lr=2e-3, warmup=1, log_every=1, cutmix=0.0, mixup=0.0,
-                        crop_scale=(1.0, 1.0))
+                        crop_scale=(1.0, 1.0), teacher_size=96)
     out = Path(pytest.importorskip("tempfile").mkdtemp()) / "a.safetensors"
     distill(cfg, [arr], out=out, device=torch.device("cpu"), log=logs.append)
     losses = [json.loads(m)["loss"] for m in logs if m.startswith("{")]
@@ -123,7 +123,7 @@ def test_view_cache_extracts_resumes_and_trains(tmp_path):
 
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8)
-    cfg = DistillConfig(steps=3, batch=4, warmup=1, log_every=1)
+    cfg = DistillConfig(steps=3, batch=4, warmup=1, log_every=1, teacher_size=96)
     cache = tmp_path / "views"
     n = extract_views(cfg, [arr], cache, 2, device=torch.device("cpu"), chunk=4, log=lambda m: None)
     assert n == 12
@@ -150,7 +150,7 @@ def test_two_view_caches_train_together_from_an_initial_head(tmp_path):
     from deepsim_cli.distill import DistillConfig, distill, extract_views, load_view_cache
 
     rng = np.random.default_rng(1)
-    cfg = DistillConfig(steps=2, batch=4, warmup=1, log_every=1, lr=0.0)
+    cfg = DistillConfig(steps=2, batch=4, warmup=1, log_every=1, lr=0.0, teacher_size=96)
     a, b = tmp_path / "a", tmp_path / "b"
     extract_views(cfg, [rng.integers(0, 256, (6, 48, 48, 3), dtype=np.uint8)], a, 1,
                   device=torch.device("cpu"), chunk=4, log=lambda m: None)
