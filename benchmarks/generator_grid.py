@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deepsim_cli.data import load_array, to_float  # noqa: E402
 from deepsim_cli.encoders import build_encoder  # noqa: E402
 from deepsim_cli.figures import save_grid  # noqa: E402
-from deepsim_cli.inference import invert, load_generator  # noqa: E402
+from deepsim_cli.inference import invert, load_generator, trained_on  # noqa: E402
 from deepsim_cli.encoders import encode_batched  # noqa: E402
 from deepsim_cli.metrics import mean_metrics, mean_pairwise_distance  # noqa: E402
 
@@ -55,23 +55,28 @@ def main() -> None:
     x = to_float(torch.from_numpy(arr[:a.n]))
     pick = torch.linspace(0, len(arr) - 1, a.show).round().long()  # spread over all classes
     x_show = to_float(torch.from_numpy(arr[pick.numpy()]))
-    f_x = encode_batched(enc, x, a.layer)
-    s_img, s_feat = mean_pairwise_distance(x), mean_pairwise_distance(f_x)
+    s_img = mean_pairwise_distance(x)
+    feats: dict[str, tuple] = {}  # per encoder weights: E(x) and its mean pairwise distance
     cells, labels, rows = [x_show], ["original"], []
     for name, path in a.row:
-        gen = load_generator(path, encoder=enc)
+        gen = load_generator(path)
         if gen.layer != a.layer:
             sys.exit(f"error: {path} inverts {gen.layer}, not {a.layer}")
-        recon = invert(x, enc, gen)
-        m = mean_metrics(recon, x, enc, a.layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
+        genc = trained_on(gen, enc)  # a generator trained on another shipped head runs on that head
+        if genc.sha256 not in feats:
+            f = encode_batched(genc, x, a.layer)
+            feats[genc.sha256] = (f, mean_pairwise_distance(f))
+        f_x, s_feat = feats[genc.sha256]
+        recon = invert(x, genc, gen)
+        m = mean_metrics(recon, x, genc, a.layer, img_scale=s_img, feat_scale=s_feat, target_feats=f_x)
         r = {"name": name, "path": str(path), "steps": gen.ckpt.train_steps,
              "comparator": gen.ckpt.config.get("train", {}).get("comparator"),
-             "loss": gen.ckpt.config.get("train", {}).get("loss"),
+             "loss": gen.ckpt.config.get("train", {}).get("loss"), "encoder_weights": str(genc.weights_path),
              **m}
         rows.append(r)
         print(f"{name:<28} img {r['img_err']:5.1f}%  feat {r['feat_err']:5.1f}%  PSNR {r['psnr']:5.2f}  "
               f"SSIM {r['ssim']:.3f}  (n={len(x)})", flush=True)
-        cells.append(invert(x_show, enc, gen))
+        cells.append(invert(x_show, genc, gen))
         labels.append(f"{name}\nimg {r['img_err']:.1f}%\nfeat {r['feat_err']:.1f}%")
     if a.figure:
         a.figure.parent.mkdir(parents=True, exist_ok=True)
