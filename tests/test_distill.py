@@ -72,7 +72,7 @@ def test_distill_head_learns_on_a_fixed_batch():
     rng = np.random.default_rng(0)
     arr = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
     logs: list[str] = []
-    cfg = DistillConfig(steps=12, batch=8, lr=2e-3, warmup=1, log_every=1, cutmix=0.0, mixup=0.0,
+    cfg = DistillConfig(steps=6, batch=8, lr=2e-3, warmup=1, log_every=1, cutmix=0.0, mixup=0.0,
                         crop_scale=(1.0, 1.0), teacher_size=96)
     out = Path(pytest.importorskip("tempfile").mkdtemp()) / "a.safetensors"
     distill(cfg, [arr], out=out, device=torch.device("cpu"), log=logs.append)
