@@ -52,6 +52,16 @@ def _refuse_other_encoder_weights(path: str | Path, ck: Checkpoint, encoder: Enc
                          f"(sha256 {ck.encoder_sha256[:12]}…, loaded {encoder.sha256[:12]}…)")
 
 
+def _same_encoder(path: str | Path, ck: Checkpoint, encoder: Encoder) -> bool:
+    """Whether the generator in `ck` inverts `encoder` as loaded: UsageError for another encoder
+    name; True for a conv layer (every shipped AlexNet file shares them), when either side has no
+    sha256, or when they match; False for other weights of that encoder."""
+    if ck.encoder != encoder.name:
+        raise UsageError(f"{path} inverts encoder {ck.encoder!r}, not {encoder.name!r}")
+    return (ck.layer in _conv_layers_shared(encoder) or not ck.encoder_sha256 or not encoder.sha256
+            or ck.encoder_sha256 == encoder.sha256)
+
+
 def load_generator(path: str | Path, device: torch.device | str = "cpu",
                    encoder: Encoder | None = None) -> LoadedGenerator:
     """Load a generator checkpoint; with `encoder`, refuse one trained on a different encoder."""
@@ -61,11 +71,8 @@ def load_generator(path: str | Path, device: torch.device | str = "cpu",
         G = Generator(cfg)
     load_state_dict_strict(G, ck.tensors, f"generator {path}", assign=True)
     G.eval().requires_grad_(False).to(device)
-    if encoder is not None:
-        if ck.encoder != encoder.name:
-            raise UsageError(f"{path} inverts encoder {ck.encoder!r}, not {encoder.name!r}")
-        if ck.layer not in _conv_layers_shared(encoder):
-            _refuse_other_encoder_weights(path, ck, encoder)
+    if encoder is not None and not _same_encoder(path, ck, encoder):
+        _refuse_other_encoder_weights(path, ck, encoder)
     return LoadedGenerator(G, ck.encoder, ck.layer, ck.encoder_sha256, ck)
 
 
@@ -78,10 +85,7 @@ def trained_on(gen: LoadedGenerator, default: Encoder, device: torch.device | st
     from .encoders import build_encoder
 
     path = gen.ckpt.path or "generator"
-    if gen.encoder_name != default.name:
-        raise UsageError(f"{path} inverts encoder {gen.encoder_name!r}, not {default.name!r}")
-    if (gen.layer in _conv_layers_shared(default) or not gen.encoder_sha256 or not default.sha256
-            or gen.encoder_sha256 == default.sha256):
+    if _same_encoder(path, gen.ckpt, default):
         return default
     name = weights_store.encoder_file(default.name, gen.encoder_sha256)
     if name is None:

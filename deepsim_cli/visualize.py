@@ -415,6 +415,24 @@ def visualize_many(G: torch.nn.Module, target: Encoder, layer: str, units: Seque
     return results
 
 
+def check_runs(runs: Sequence[VisResult], pairs: Sequence[tuple[int, int]], layer: str) -> str | None:
+    """DeepsimError when any run diverged (activation NaN or inf: nothing should be written);
+    else a warning line when hidden units (not fc8/logits, whose scores may be negative) ended
+    off (activation <= 0), or None. `pairs`: the (unit, seed) of each run, in order."""
+    import math
+
+    from .errors import DeepsimError
+
+    if not all(math.isfinite(r.activation) for r in runs):
+        raise DeepsimError("the optimisation diverged (activation NaN or inf); nothing was written: "
+                           "try a smaller --lr-start")
+    dead = [(u, s) for (u, s), r in zip(pairs, runs) if not r.activation > 0]
+    if not dead or layer in ("fc8", "logits"):
+        return None
+    return (f"warning: {len(dead)} run(s) ended with the unit off (activation <= 0), e.g. unit "
+            f"{dead[0][0]} seed {dead[0][1]}: try more --iters, another --seeds or --init IMG")
+
+
 def describe_runs(runs: Sequence[VisResult], pairs: Sequence[tuple[int, int]], target: Encoder, layer: str, *,
                   precision: str = "auto") -> list[dict]:
     """One record per run: unit, label (the ImageNet class for fc8/logits, else "unit N"), seed,

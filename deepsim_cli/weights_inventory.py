@@ -133,3 +133,33 @@ def problems(inv: dict[str, Any]) -> list[str]:
         elif f["status"] == "missing":
             out.append(f"{f['file']}: missing (searched {where}; `deepsim weights download {f['file']}` fetches it)")
     return out
+
+
+_STATUS = {"ok": "[green]sha256 matches the manifest[/green]",
+           "mismatch": "[red]sha256 differs from the manifest[/red]",
+           "not in manifest": "[yellow]not a shipped file (no sha256 recorded)[/yellow]",
+           "missing": "[red]missing[/red]"}
+
+
+def inventory_lines(inv: dict[str, Any]) -> list[tuple[str, bool]]:
+    """`deepsim weights`' listing of an inventory(): (line, is Rich markup) pairs, one block per file
+    (name, kind, size, status; then sha256, the manifest's sha256 when it differs, the path when
+    it is not in the weights folder, provenance; or the fetch command of a missing file)."""
+    from rich.markup import escape
+
+    lines = [(f"[bold]weights in {escape(', '.join(inv['searched']))}[/bold]", True)]
+    for f in inv["files"]:
+        size = f"{f['bytes']:,} bytes" if f["bytes"] is not None else "—"
+        lines += [("", False),
+                  (f"[bold]{escape(f['file'])}[/bold]  {escape(f['kind'] or '—')} · {size} · {_STATUS[f['status']]}", True)]
+        if f["status"] == "missing":
+            lines.append((f"  fetch       deepsim weights download {f['file']}", False))
+            continue
+        lines.append((f"  sha256      {f['sha256']}", False))
+        if f["status"] == "mismatch":
+            lines.append((f"  manifest    {f['manifest_sha256']}", False))
+        if Path(f["path"]).parent != Path(inv["weights_dir"]):
+            lines.append((f"  path        {f['path']}", False))
+        if f["provenance"]:
+            lines.append((f"  provenance  {f['provenance']}", False))
+    return lines

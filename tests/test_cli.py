@@ -343,3 +343,20 @@ def test_layers_names_the_head_a_generator_was_trained_on(monkeypatch):
     assert info["generator_weights"] == {"fc7": "alexnet-head-v2.safetensors.index.json"}
     r = invoke("layers", "--encoder", "alexnet")
     assert "alexnet-head-v2" in r.stdout.replace("\n", "").replace(" ", ""), r.stdout
+
+
+def test_weights_listing_lines_per_status(tmp_path):
+    from deepsim_cli.weights_inventory import inventory_lines
+
+    base = {"bytes": 10, "kind": "encoder", "sha256": "a" * 64, "provenance": "", "path": str(tmp_path / "x")}
+    inv = {"searched": [str(tmp_path)], "weights_dir": str(tmp_path), "files": [
+        {**base, "file": "ok.safetensors", "status": "ok", "path": str(tmp_path / "ok.safetensors"),
+         "provenance": "trained by me"},
+        {**base, "file": "bad.safetensors", "status": "mismatch", "manifest_sha256": "b" * 64,
+         "path": "/elsewhere/bad.safetensors"},
+        {**base, "file": "gone.safetensors", "status": "missing", "bytes": None}]}
+    text = "\n".join(line for line, _ in inventory_lines(inv))
+    ok, bad, gone = text.split("\n\n")[1:]
+    assert "sha256 matches" in ok and "provenance  trained by me" in ok and "path" not in ok
+    assert f"manifest    {'b' * 64}" in bad and "path        /elsewhere/bad.safetensors" in bad
+    assert "fetch       deepsim weights download gone.safetensors" in gone and "sha256 " not in gone

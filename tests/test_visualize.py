@@ -352,3 +352,19 @@ def test_unit_objective_logprob_and_range():
         unit_objective([7])(f[:1])
     with pytest.raises(UsageError, match="classifier layer"):
         unit_objective([0], logprob=True)(torch.zeros(1, 3, 2, 2))
+
+
+def test_check_runs_refuses_divergence_and_warns_on_dead_hidden_units():
+    from deepsim_cli.errors import DeepsimError
+    from deepsim_cli.visualize import VisResult, check_runs
+
+    def run(a):
+        return VisResult(image=torch.zeros(3, 4, 4), code=torch.zeros(4), activation=a)
+
+    pairs = [(3, 0), (7, 1)]
+    assert check_runs([run(1.0), run(0.5)], pairs, "fc6") is None
+    w = check_runs([run(1.0), run(0.0)], pairs, "conv5")
+    assert w.startswith("warning: 1 run(s) ended with the unit off") and "unit 7 seed 1" in w
+    assert check_runs([run(-2.0), run(-1.0)], pairs, "fc8") is None  # class scores may be negative
+    with pytest.raises(DeepsimError, match="diverged"):
+        check_runs([run(1.0), run(float("nan"))], pairs, "fc8")

@@ -91,15 +91,25 @@ def load_gen(encoder, layer: str, weights: Optional[Path], device, *, follow: bo
     return encoder, gen
 
 
+def load_gens(encoder, layers: list[str], weights: Optional[Path], device, *, follow: bool = False) -> dict:
+    """{layer: (encoder, generator)} for each layer, as load_gen (parse_layers(text, weights) has
+    checked that --weights comes with one layer)."""
+    return {l: load_gen(encoder, l, weights, device, follow=follow) for l in layers}
+
+
 _ENCODERS: dict = {}  # (encoder, weights sha256, device) → an Encoder load_gen(follow=True) built
 
 
-def parse_layers(text: str) -> list[str]:
+def parse_layers(text: str, weights: Optional[Path] = None) -> list[str]:
+    """'pool5,fc6' → ['pool5', 'fc6'] (lower case); UsageError for none, or for several with
+    --weights (which names one generator)."""
     from ..errors import UsageError
 
     layers = [t.strip().lower() for t in text.split(",") if t.strip()]  # layer names are lower case
     if not layers:
         raise UsageError("--layer needs at least one layer name")
+    if weights is not None and len(layers) > 1:
+        raise UsageError("--weights names one generator: pass a single --layer with it")
     return layers
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, load_encoder, load_gen, parse_layers, precheck, progress_bar, say, setup
+from ._common import check_suffix, load_encoder, load_gens, parse_layers, precheck, progress_bar, say, setup
 from ._options import (MAX_REFINE, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, out_console, print_json, resolve)
 
 
@@ -50,7 +50,8 @@ def eval_(
 
       deepsim eval --data val/ --layer pool5 --weights runs/pool5/generator.safetensors --csv per_image.csv --json
     """
-    precheck([data], encoder, parse_layers(layer))  # answers typos before torch loads
+    layers = parse_layers(layer, weights)
+    precheck([data], encoder, layers)  # answers typos before torch loads
     refine_steps = _parse_refine(refine)
     import torch
 
@@ -59,15 +60,11 @@ def eval_(
     from ..metrics import LPIPSAlex
 
     opts = resolve(ctx)
-    layers = parse_layers(layer)
-    if weights is not None and len(layers) > 1:
-        from ..errors import UsageError
-        raise UsageError("--weights names one generator: pass a single --layer with it")
     if csv is not None:
         check_suffix(csv, (".csv",), "--csv")
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
-    pairs = {l: load_gen(enc, l, weights, dev, follow=encoder_weights is None) for l in layers}
+    pairs = load_gens(enc, layers, weights, dev, follow=encoder_weights is None)
     lp = None if no_lpips else LPIPSAlex(dev, precision=opts.precision)
     judge = None if no_judge else load_encoder("mobilenet_v2", None, dev)
     rows, per_image = [], {}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from ._common import (claim_output, load_encoder, load_gen, parse_layers, precheck, progress_bar, read_inputs,
+from ._common import (claim_output, load_encoder, load_gens, parse_layers, precheck, progress_bar, read_inputs,
                       result_name, say, setup)
 from .invert_codes import check_code_suffix, invert_codes
 from ._options import (names_a_folder, BatchOpt, EncoderOpt, EncoderWeightsOpt, GeneratorOpt, NcolsOpt, NoClobberOpt,
                        OutOpt, RefineOpt, print_json, resolve)
 from .invert_opts import (CodeOpt, ImagesOpt, InitOpt, LayerOpt, MethodOpt, OutdirOpt, SaveCodeOpt, SizeOpt, StepsOpt,
-                          check_combination, grid_path, plan_outdir)
+                          check_combination, grid_path, plan_outdir, write_inversions)
 
 
 def invert(
@@ -57,35 +57,27 @@ def invert(
 
       deepsim invert --code chelsea-fc6.safetensors -o again.png
     """
-    from ..errors import UsageError
     check_combination(images, code, method, refine, save_code)
     check_code_suffix(save_code)
     if code is not None:
         precheck([code], encoder)
         return invert_codes(ctx, code, encoder, encoder_weights, weights, refine, out, ncols, no_clobber,
                             batch, save_code)
-    layers = parse_layers(layer)
-    if weights is not None and len(layers) > 1:
-        raise UsageError("--weights names one generator: pass a single --layer with it")
+    layers = parse_layers(layer, weights)
     precheck(images, encoder, layers)  # answers typos before torch loads
 
-    from ..codes import write_codes
-    from ..figures import inversion_grid
-    from ..images import save_image
     from ..reconstruct import reconstruct, work_per_image
-    from ..utils import all_or_nothing
 
     opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
     enc = load_encoder(encoder, encoder_weights, dev)
     enc.check_layers(layers)
-    pairs = ({l: load_gen(enc, l, weights, dev, follow=encoder_weights is None) for l in layers}
+    pairs = (load_gens(enc, layers, weights, dev, follow=encoder_weights is None)
              if method == "generator" or init == "generator" else {})
     encs = {l: pairs[l][0] if l in pairs else enc for l in layers}  # a generator's own encoder
     gens = {l: g for l, (_, g) in pairs.items()}
     out_size = next(iter(gens.values())).image_size if gens else size
     x, names = read_inputs(images, out_size)
-    single = len(names) == 1 and len(layers) == 1
     from_gen = method == "optimize" and init == "generator"
     how_tag = result_name("optimize" if method == "optimize" else "", "from-generator" if from_gen else "",
                           f"refine{refine}" if refine else "")
@@ -106,16 +98,8 @@ def invert(
                             size=size, batch=batch, seed=opts.seed, precision=opts.precision,
                             want_codes=save_code is not None, on_progress=advance if work else None)
         recons[l], codes[l] = r.images, r.codes
-    with all_or_nothing():  # every file, or none (a full disk, a non-finite result)
-        if files:
-            outdir.mkdir(parents=True, exist_ok=True)
-            for (l, i), f in files.items():
-                save_image(recons[l][i], f)
-        else:
-            save_image(recons[layers[0]][0] if single else inversion_grid(x, recons, names, ncols), path)
-        if save_code is not None:
-            write_codes(save_code, codes, encs, names, refine)
-    written = [str(f) for f in files.values()] if files else [str(path)]
+    written = write_inversions(x, recons, names, ncols, files=files, path=path, outdir=outdir,
+                               save_code=save_code, codes=codes, encs=encs, refine=refine)
     if save_code is not None:
         say(opts, f"codes: {save_code}")
     if not files and str(path) == "-":

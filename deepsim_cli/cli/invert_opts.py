@@ -90,3 +90,29 @@ def grid_path(opts, out: Optional[Path], images: list[Path], names: list[str], l
                        else f"{result_name('invert', stem, *layers, how_tag)}.png", opts)
     check_suffix(path, (".png", ".jpg", ".jpeg", ".webp"), "output")
     return path
+
+
+def write_inversions(x, recons: dict, names: list[str], ncols: int, *, files: dict, path: Optional[Path],
+                     outdir: Optional[Path], save_code: Optional[Path] = None, codes: Optional[dict] = None,
+                     encs: Optional[dict] = None, refine: int = 0) -> list[str]:
+    """Write every output of one invert, or none (a full disk, a non-finite result): one file per
+    (layer, image) in `files`, else the single reconstruction or the grid (originals `x` on top,
+    one row per layer of `recons`) at `path`; plus the codes file. Returns the image paths."""
+    from ..codes import write_codes
+    from ..figures import inversion_grid
+    from ..images import save_image
+    from ..utils import all_or_nothing
+
+    layers = list(recons)
+    with all_or_nothing():
+        if files:
+            outdir.mkdir(parents=True, exist_ok=True)
+            for (l, i), f in files.items():
+                save_image(recons[l][i], f)
+        elif len(names) == 1 and len(layers) == 1:
+            save_image(recons[layers[0]][0], path)
+        else:
+            save_image(inversion_grid(x, recons, names, ncols), path)
+        if save_code is not None:
+            write_codes(save_code, codes, encs, names, refine)
+    return [str(f) for f in files.values()] if files else [str(path)]

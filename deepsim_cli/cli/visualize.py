@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import typer
 
 from ._common import (check_suffix, claim_output, load_encoder, load_gen, output_path, precheck, progress_bar, read_inputs,
@@ -65,8 +63,8 @@ def visualize(
     seed_list = parse_seeds(seeds)
     from .. import provenance
     from ..encoders import encode_batched
-    from ..errors import DeepsimError, UsageError
-    from ..visualize import (describe_runs, generator_bounds_path, load_bounds, write_bounds,
+    from ..errors import UsageError
+    from ..visualize import (check_runs, describe_runs, generator_bounds_path, load_bounds, write_bounds,
                              save_visualization, visualize_many as lib_visualize_many)
     from .invert_codes import check_code_suffix
 
@@ -101,13 +99,9 @@ def visualize(
                                   lr=(lr_start, lr_end), decay=decay, bounds=bounds, init=init_code,
                                   save_every=save_every, objective=objective, jitter=jitter, views=views,
                                   precision=opts.precision, on_step=lambda _i, _a: advance())
-    if not all(math.isfinite(r.activation) for r in runs):
-        raise DeepsimError("the optimisation diverged (activation NaN or inf); nothing was written: "
-                           "try a smaller --lr-start")
-    dead = [(u, s) for (u, s), r in zip(pairs, runs) if not r.activation > 0]
-    if dead and layer not in ("fc8", "logits"):
-        say(opts, f"warning: {len(dead)} run(s) ended with the unit off (activation <= 0), e.g. unit "
-                  f"{dead[0][0]} seed {dead[0][1]}: try more --iters, another --seeds or --init IMG")
+    warning = check_runs(runs, pairs, layer)
+    if warning:
+        say(opts, warning)
     results = describe_runs(runs, pairs, target, layer, precision=opts.precision)
     path = output_path(out, f"visualize-{layer}-{'-'.join(map(str, units))}.png", opts)
     if save_every and str(path) != "-":

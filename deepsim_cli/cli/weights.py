@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
-
-from ..weights_inventory import inventory, problems, readme_hashes  # noqa: F401  (readme_hashes: tests)
+from ..weights_inventory import inventory, inventory_lines, problems, readme_hashes  # noqa: F401  (readme_hashes: tests)
 from ._options import err_console, out_console, print_json, resolve
 
 app = typer.Typer(name="weights", invoke_without_command=True, no_args_is_help=False,
@@ -49,26 +47,8 @@ def weights(
         print_json({**inv, "verified": (not bad) if verify else None})
     else:
         con = out_console()
-        con.print(f"[bold]weights in {escape(', '.join(inv['searched']))}[/bold]", soft_wrap=True)
-        for f in inv["files"]:
-            status = {"ok": "[green]sha256 matches the manifest[/green]",
-                      "mismatch": "[red]sha256 differs from the manifest[/red]",
-                      "not in manifest": "[yellow]not a shipped file (no sha256 recorded)[/yellow]",
-                      "missing": "[red]missing[/red]"}[f["status"]]
-            size = f"{f['bytes']:,} bytes" if f["bytes"] is not None else "—"
-            con.print()
-            con.print(f"[bold]{escape(f['file'])}[/bold]  {escape(f['kind'] or '—')} · {size} · {status}",
-                      soft_wrap=True)
-            if f["status"] == "missing":
-                con.print(f"  fetch       deepsim weights download {f['file']}", soft_wrap=True, markup=False)
-                continue
-            con.print(f"  sha256      {f['sha256']}", soft_wrap=True, markup=False)
-            if f["status"] == "mismatch":
-                con.print(f"  manifest    {f['manifest_sha256']}", soft_wrap=True, markup=False)
-            if Path(f["path"]).parent != Path(inv["weights_dir"]):
-                con.print(f"  path        {f['path']}", soft_wrap=True, markup=False)
-            if f["provenance"]:
-                con.print(f"  provenance  {f['provenance']}", soft_wrap=True, markup=False)
+        for line, markup in inventory_lines(inv):
+            con.print(line, soft_wrap=True, markup=markup)
     if bad:
         con = err_console()
         for line in bad:
