@@ -97,6 +97,21 @@ def load_gens(encoder, layers: list[str], weights: Optional[Path], device, *, fo
     return {l: load_gen(encoder, l, weights, device, follow=follow) for l in layers}
 
 
+def load_vae_file(weights: Optional[Path], device):
+    """--weights FILE, else the shipped VAE (with the head it records); a missing file is a
+    UsageError that says how to get one."""
+    from ..errors import UsageError
+    from ..inference import load_vae
+    from ..weights_store import MissingWeights
+
+    if weights is not None and not weights.is_file():
+        raise UsageError(f"no VAE at {weights}; pass --weights FILE (train one with `deepsim train --model vae`)")
+    try:
+        return load_vae(weights, device)
+    except MissingWeights as e:
+        raise UsageError(f"no VAE: {e}; or pass --weights FILE") from None
+
+
 _ENCODERS: dict = {}  # (encoder, weights sha256, device) → an Encoder load_gen(follow=True) built
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ._common import check_suffix, claim_output, output_path, precheck, read_inputs, result_name, say, setup
+from ._common import check_suffix, claim_output, load_vae_file, output_path, precheck, read_inputs, result_name, say, setup
 from ._options import (names_a_folder, MAX_FRAMES, MAX_SAMPLES, GeneratorOpt, NcolsOpt, NoClobberOpt, OutOpt,
                        nonneg_float, print_json, resolve)
 
@@ -52,7 +52,7 @@ def sample(
     from ..errors import UsageError
     from ..figures import make_grid, save_gif
     from ..images import save_image
-    from ..inference import great_circle, load_vae, posterior_samples, sample as lib_sample
+    from ..inference import great_circle, posterior_samples, sample as lib_sample
     from ..utils import all_or_nothing
 
     if outdir is None and names_a_folder(out):
@@ -66,14 +66,7 @@ def sample(
             raise UsageError(f"--outdir {outdir} is a file, not a folder")
     opts = resolve(ctx, no_clobber=no_clobber)
     dev = setup(opts)
-    from ..weights_store import MissingWeights
-
-    if weights is not None and not weights.is_file():
-        raise UsageError(f"no VAE at {weights}; pass --weights FILE (train one with `deepsim train --model vae`)")
-    try:
-        vae = load_vae(weights, dev)  # the shipped one without --weights
-    except MissingWeights as e:
-        raise UsageError(f"no VAE: {e}; or pass --weights FILE") from None
+    vae = load_vae_file(weights, dev)
     size = vae.decoder.cfg.out_size
     if from_image is not None:
         x, names = read_inputs([from_image], size)
