@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -354,9 +355,21 @@ def test_weights_listing_lines_per_status(tmp_path):
          "provenance": "trained by me"},
         {**base, "file": "bad.safetensors", "status": "mismatch", "manifest_sha256": "b" * 64,
          "path": "/elsewhere/bad.safetensors"},
-        {**base, "file": "gone.safetensors", "status": "missing", "bytes": None}]}
-    text = "\n".join(line for line, _ in inventory_lines(inv))
-    ok, bad, gone = text.split("\n\n")[1:]
+        {**base, "file": "gone.safetensors", "status": "missing", "bytes": None},
+        {**base, "file": "mine[x].safetensors", "status": "not in manifest", "kind": None,
+         "path": "/else/[red]where[/red].safetensors"}]}
+    lines = inventory_lines(inv)
+    text = "\n".join(line for line, _ in lines)
+    ok, bad, gone, mine = text.split("\n\n")[1:]
     assert "sha256 matches" in ok and "provenance  trained by me" in ok and "path" not in ok
     assert f"manifest    {'b' * 64}" in bad and "path        /elsewhere/bad.safetensors" in bad
     assert "fetch       deepsim weights download gone.safetensors" in gone and "sha256 " not in gone
+    assert "not a shipped file" in mine and " — · 10 bytes" in mine
+    # names are escaped in markup lines; paths and hashes are plain lines (a '[red]' stays as typed)
+    assert [m for line, m in lines if line.startswith("  ")] == [False] * 8
+    from rich.console import Console
+    con = Console(width=300, record=True, file=open(os.devnull, "w"))
+    for line, m in lines:
+        con.print(line, markup=m, soft_wrap=True)
+    shown = con.export_text()
+    assert "mine[x].safetensors" in shown and "/else/[red]where[/red].safetensors" in shown

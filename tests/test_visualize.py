@@ -366,5 +366,18 @@ def test_check_runs_refuses_divergence_and_warns_on_dead_hidden_units():
     w = check_runs([run(1.0), run(0.0)], pairs, "conv5")
     assert w.startswith("warning: 1 run(s) ended with the unit off") and "unit 7 seed 1" in w
     assert check_runs([run(-2.0), run(-1.0)], pairs, "fc8") is None  # class scores may be negative
-    with pytest.raises(DeepsimError, match="diverged"):
-        check_runs([run(1.0), run(float("nan"))], pairs, "fc8")
+    assert check_runs([run(-2.0), run(-1.0)], pairs, "logits") is None
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(DeepsimError, match="diverged"):
+            check_runs([run(1.0), run(bad)], pairs, "fc8")
+
+
+def test_parse_layers_drops_repeats_and_refuses_several_with_weights():
+    from deepsim_cli.cli._common import parse_layers
+
+    assert parse_layers("pool5, FC6,pool5") == ["pool5", "fc6"]
+    assert parse_layers("fc6", Path("g.safetensors")) == ["fc6"]
+    with pytest.raises(UsageError, match="names one generator"):
+        parse_layers("pool5,fc6", Path("g.safetensors"))
+    with pytest.raises(UsageError, match="at least one"):
+        parse_layers(" , ")

@@ -116,11 +116,11 @@ _ENCODERS: dict = {}  # (encoder, weights sha256, device) → an Encoder load_ge
 
 
 def parse_layers(text: str, weights: Optional[Path] = None) -> list[str]:
-    """'pool5,fc6' → ['pool5', 'fc6'] (lower case); UsageError for none, or for several with
+    """'pool5,fc6' → ['pool5', 'fc6'] (lower case, repeats dropped); UsageError for none, or for several with
     --weights (which names one generator)."""
     from ..errors import UsageError
 
-    layers = [t.strip().lower() for t in text.split(",") if t.strip()]  # layer names are lower case
+    layers = list(dict.fromkeys(t.strip().lower() for t in text.split(",") if t.strip()))  # lower case, once each
     if not layers:
         raise UsageError("--layer needs at least one layer name")
     if weights is not None and len(layers) > 1:
