@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -368,7 +368,7 @@ def test_weights_listing_lines_per_status(tmp_path):
     # names are escaped in markup lines; paths and hashes are plain lines (a '[red]' stays as typed)
     assert [m for line, m in lines if line.startswith("  ")] == [False] * 8
     from rich.console import Console
-    con = Console(width=300, record=True, file=open(os.devnull, "w"))
+    con = Console(width=300, record=True, file=io.StringIO())
     for line, m in lines:
         con.print(line, markup=m, soft_wrap=True)
     shown = con.export_text()
