@@ -25,6 +25,10 @@ TINY = TrainConfig(
     load_size=36, g_width=0.125, d_width=0.125, fc_dims=(32,), batch=4, steps=4, log_every=1,
     grid_every=0, ckpt_every=2,
 )
+# The training tests below run the comparator at 64 px: on a CPU without AVX512-BF16/AMX, bf16
+# convolutions fall back to slow reference kernels, and the comparator's backward at its native
+# 224 px made one tiny step ~8 s (2.2 s at 64 px, one thread).
+SMALL_COMPARATOR = TINY.replace(comparator_size=64)
 
 
 def _smooth_images(n: int = 16, size: int = 36) -> np.ndarray:
@@ -62,7 +66,7 @@ def test_old_run_configs_migrate_amp_to_precision():
 
 def test_bf16_training_is_finite_loss_falls_and_is_recorded(tmp_path):
     images = _smooth_images()
-    tr = Trainer(TINY.replace(precision="bf16", lr=1e-3, w_img=0.08), tmp_path / "unused", CPU)
+    tr = Trainer(SMALL_COMPARATOR.replace(precision="bf16", lr=1e-3, w_img=0.08), tmp_path / "unused", CPU)
     x = tr.make_batch(images, 0)
     hist = []
     for _ in range(12):
@@ -72,7 +76,7 @@ def test_bf16_training_is_finite_loss_falls_and_is_recorded(tmp_path):
     assert all(np.isfinite(hist))
     assert hist[-1] < 0.8 * hist[0], hist
     run = tmp_path / "run"
-    train(TINY.replace(precision="bf16", steps=2), run_dir=run, images=images)
+    train(SMALL_COMPARATOR.replace(precision="bf16", steps=2), run_dir=run, images=images)
     assert read_metadata(run / "state.safetensors")["precision"] == "bf16"
     assert read_metadata(run / "generator.safetensors")["precision"] == "bf16"
     assert '"precision": "bf16"' in (run / "config.json").read_text()
@@ -82,7 +86,7 @@ def test_bf16_training_is_finite_loss_falls_and_is_recorded(tmp_path):
 def test_resume_is_bit_exact_in_each_precision(tmp_path, p):
     from safetensors.torch import load_file
     images = _smooth_images()
-    cfg = TINY.replace(precision=p)
+    cfg = SMALL_COMPARATOR.replace(precision=p)
     train(cfg, run_dir=tmp_path / "full", images=images)
     train(cfg.replace(steps=2), run_dir=tmp_path / "part", images=images)
     train(cfg, run_dir=tmp_path / "part", resume=True, images=images)
