@@ -6,6 +6,10 @@ and two numbers that catch a collapsed generator, judged by an independent netwo
 - spread: the mean pairwise distance of the reconstructions over that of the originals, in the
   judge's pooled features (a generator that returns one template for every photo scores ~0).
 
+And one that catches a periodic artifact (checkerboard, stripes) every reconstruction shares:
+`periodic`, the sharpest peak of their mean power spectrum over its neighbourhood
+(metrics.periodic_peak; photos score ~2), with its frequency `periodic_at`.
+
 `evaluate_layer()` is what `deepsim eval` prints; benchmarks call it too. Each image is encoded
 once and each reconstruction once (2N encoder passes per layer): the reconstruction is decoded from
 the features already computed for the target, and the mean-image row encodes one image. Reference
@@ -24,7 +28,7 @@ from .encoders import Encoder
 from .errors import UsageError
 from .inference import LoadedGenerator, decode
 from .encoders import encode_batched
-from .metrics import (LPIPSAlex, mean_pairwise_distance, normalized_error, psnr,
+from .metrics import (LPIPSAlex, mean_pairwise_distance, normalized_error, periodic_peak, psnr,
                       reconstruction_metrics, ssim)
 
 
@@ -59,7 +63,8 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
     Returns:
         rows for "generator", each "generator + refine N", "mean image" and (with a judge)
         "32 px": img_err, feat_err in % (paper Table 2), psnr, ssim, lpips, recognition,
-        spread; and the generator's per-image values.
+        spread, periodic (not on the mean image; the generator's row also has `periodic_photos`,
+        the originals' value); and the generator's per-image values.
     """
     if len(x) < 2:
         raise UsageError("evaluation needs at least two images (errors are normalised by their mean "
@@ -75,15 +80,18 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
     def add(method: str, recon: torch.Tensor, **extra) -> dict[str, torch.Tensor]:
         m = reconstruction_metrics(recon, x, encoder, layer, img_scale=s_img, feat_scale=s_feat,
                                    target_feats=f_x, lpips=lpips, batch=batch, precision=precision)
+        peak, at = periodic_peak(recon)
         out.rows.append({"layer": layer, "method": method, "n": len(x),
-                         **{k: float(v.mean()) for k, v in m.items()}, **extra})
+                         **{k: float(v.mean()) for k, v in m.items()}, "periodic": peak,
+                         "periodic_at": list(at), **extra})
         refs[method] = recon
         return m
 
     t0 = time.perf_counter()
     recon = torch.cat([decode(gen, f_x[i:i + batch], precision=precision).cpu()
                        for i in range(0, len(x), batch)])
-    out.per_image = add("generator", recon, sec_per_image=(time.perf_counter() - t0) / len(x))
+    out.per_image = add("generator", recon, sec_per_image=(time.perf_counter() - t0) / len(x),
+                        periodic_photos=periodic_peak(x)[0])
     stage("generator")
     for steps in refine_steps:
         if steps <= 0:
@@ -106,6 +114,7 @@ def evaluate_layer(x: torch.Tensor, encoder: Encoder, gen: LoadedGenerator, *, b
         jx = judge_features(judge, x, batch=batch, precision=precision)
         x32 = refs["32 px"] = downsample_32(x)
         out.rows.append({"layer": layer, "method": "32 px", "n": len(x),
+                         "periodic": periodic_peak(x32)[0],
                          "img_err": float(normalized_error(x32, x, s_img).mean()),
                          "psnr": float(psnr(x32, x).mean()), "ssim": float(ssim(x32, x).mean())})
         for row in out.rows:

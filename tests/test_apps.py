@@ -156,6 +156,9 @@ def test_eval_table_json_and_csv(gen_file):
     assert rows[0]["img_err"] > 0
     # this test generator makes 32 px images: the 32 px reference is the original itself
     assert rows[2]["recognition"] == 1.0 and rows[2]["spread"] == pytest.approx(1.0, abs=1e-3)
+    assert rows[0]["periodic"] > 0 and len(rows[0]["periodic_at"]) == 2 and rows[0]["periodic_photos"] > 0
+    assert "periodic" not in rows[1]  # one image repeated: no set spectrum to speak of
+    assert rows[2]["periodic"] == pytest.approx(rows[0]["periodic_photos"])  # the 32 px row is the original here
     lines = Path("per.csv").read_text().strip().splitlines()
     assert len(lines) == 5 and lines[0].startswith("image,layer,img_err,feat_err")
 

@@ -192,3 +192,30 @@ def test_recognition_and_spread_catch_a_collapsed_reconstruction():
     assert recognition(rec, orig) == 1.0 and recognition(rec, orig, k=2) == 0.5
     thumb = downsample_32(x)
     assert thumb.shape == x.shape and 0.0 < spread(judge_features(judge, thumb, precision="fp32"), jx)
+
+
+def _photos(size: int = 64) -> torch.Tensor:
+    from pathlib import Path
+
+    from deepsim_cli.images import load_images
+    return load_images(Path(__file__).resolve().parent.parent / "examples" / "images", size)
+
+
+def test_periodic_peak_finds_stripes_and_checkerboards_that_photos_lack():
+    from deepsim_cli.metrics import periodic_peak
+    x = _photos()
+    clean, _ = periodic_peak(x)
+    assert clean < 6, clean
+    yy, xx = torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij")
+    stripes = 0.1 * torch.cos(2 * math.pi * yy / 4)   # horizontal lines 4 px apart
+    checker = 0.1 * (-1.0) ** (yy + xx)               # a pixel checkerboard
+    diagonal = 0.1 * torch.cos(2 * math.pi * (yy - xx) / 8)
+    for pattern, at in ((stripes, (0.25, 0.0)), (checker, (0.5, 0.5)), (diagonal, (0.125, -0.125))):
+        peak, where = periodic_peak(x + pattern)
+        assert peak > 5 * clean and where == at, (peak, where, at)
+    # fainter stripes, or stripes in a quarter of the set, make a lower peak
+    assert clean < periodic_peak(x + stripes / 5)[0] < periodic_peak(x + stripes)[0]
+    mixed = torch.cat([x + stripes * (i == 0) for i in range(4)])
+    assert periodic_peak(mixed)[0] < periodic_peak(x + stripes)[0] / 2
+    with pytest.raises(ValueError, match="square"):
+        periodic_peak(x[..., :32])

@@ -91,7 +91,7 @@ def eval_(
     from rich.table import Table
     t = Table(title=f"reconstruction of {data.name} (normalized errors in %, lower is better)")
     cols = ("layer", "method", "n", "image err %", "feature err %", "PSNR dB", "SSIM", "LPIPS",
-            "recognition %", "spread %")
+            "recognition %", "spread %", "periodic")
     for c in cols:
         t.add_column(c, justify="left" if c in ("layer", "method") else "right")
 
@@ -100,7 +100,9 @@ def eval_(
     for r in rows:
         t.add_row(r["layer"], r["method"], str(r["n"]), cell(r, "img_err", ".1f"), cell(r, "feat_err", ".1f"),
                   cell(r, "psnr", ".2f"), cell(r, "ssim", ".3f"), cell(r, "lpips", ".3f"),
-                  cell(r, "recognition", ".1f", 100), cell(r, "spread", ".1f", 100))
+                  cell(r, "recognition", ".1f", 100), cell(r, "spread", ".1f", 100), cell(r, "periodic", ".1f"))
+    photos = max((r["periodic_photos"] for r in rows if "periodic_photos" in r), default=float("nan"))
+    t.caption = f"periodic: sharpest spectral peak over its neighbours (these photos {photos:.1f}; stripes or a checkerboard ≫ 10)"
     out_console().print(t)
 
 
