@@ -8,7 +8,10 @@ Each generator decodes the features of the photos in the encoder it was trained 
 AlexNet head). Prints one line per row: periodic (photos ~2) and the peak's frequency. With
 --notch, also what the peak is worth to the losses: the pool5 comparator loss (at 128 px, the
 training recipe's) and the image MSE of the outputs before and after the peak's frequency
-(±1 bin in f_y, ±2 in f_x, and its mirror) is filtered out.
+(±1 bin in f_y, ±2 in f_x, and its mirror) is filtered out. With --discriminator RUN/state.safetensors
+(one generator), also the run's discriminator's mean real-probability for the photos, the
+outputs, the outputs with the peak removed and the outputs shifted down 1 and 2 px (the pattern's
+phase moved): a pattern that fools D loses its effect when removed or shifted.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1000, help="images (a stratified sample when fewer than the set)")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--notch", action="store_true", help="also the losses with the peak filtered out")
+    ap.add_argument("--discriminator", type=Path, help="a training run's state.safetensors: D's verdicts")
     a = ap.parse_args()
     base = build_encoder("alexnet")
     shown = False
@@ -70,6 +74,29 @@ def main() -> None:
                 for name, im in (("outputs", recon.clamp(-1, 1)), ("peak removed", notch(recon.clamp(-1, 1), at))):
                     print(f"    {name:14s} pool5 loss {float(feat_loss(comp(im, ['pool5'])['pool5'], c_x)):.4f}  "
                           f"image MSE {float((im - x).pow(2).mean()):.4f}  periodic {periodic_peak(im)[0]:.1f}")
+        if a.discriminator:
+            _judge(a.discriminator, x, y, recon.clamp(-1, 1), at)
+
+
+def _judge(state: Path, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, at: tuple[float, float]) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from deepsim_cli.config import TrainConfig
+    from deepsim_cli.discriminator import Discriminator, DiscriminatorConfig
+    with safe_open(str(state), "pt") as f:
+        cfg = TrainConfig.from_dict(json.loads(f.metadata()["config"]))
+    sd = {k[2:]: v for k, v in load_file(state).items() if k.startswith("D.")}
+    D = Discriminator(DiscriminatorConfig(cfg.d_width, y[0].numel() if cfg.d_cond else 0))
+    D.load_state_dict(sd)
+    D.eval()
+    with torch.no_grad():
+        for name, im in (("photos", x), ("outputs", recon), ("peak removed", notch(recon, at)),
+                         ("shifted 1 px", recon.roll(1, dims=2)), ("shifted 2 px", recon.roll(2, dims=2))):
+            p = torch.sigmoid(D(im, y))
+            print(f"    D on {name:13s} real-probability mean {float(p.mean()):.3f}  median {float(p.median()):.3f}")
 
 
 if __name__ == "__main__":
