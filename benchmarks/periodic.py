@@ -64,33 +64,28 @@ def main() -> None:
             print(f"{'photos':60s} periodic {peak:7.1f} at {at}  (n={len(x)}, {gen.image_size} px)")
             shown = True
         y = encode_batched(enc, x, gen.layer, a.batch)
-        recon = torch.cat([decode(gen, y[i:i + a.batch]) for i in range(0, len(y), a.batch)])
+        recon = torch.cat([decode(gen, y[i:i + a.batch]) for i in range(0, len(y), a.batch)])  # clamped
         peak, at = periodic_peak(recon)
         print(f"{str(path):60s} periodic {peak:7.1f} at {at}")
         if a.notch:
             comp = enc.with_input_size(128)
             with torch.no_grad():
                 c_x = comp(x, ["pool5"])["pool5"]
-                for name, im in (("outputs", recon.clamp(-1, 1)), ("peak removed", notch(recon.clamp(-1, 1), at))):
+                for name, im in (("outputs", recon), ("peak removed", notch(recon, at))):
                     print(f"    {name:14s} pool5 loss {float(feat_loss(comp(im, ['pool5'])['pool5'], c_x)):.4f}  "
                           f"image MSE {float((im - x).pow(2).mean()):.4f}  periodic {periodic_peak(im)[0]:.1f}")
         if a.discriminator:
-            _judge(a.discriminator, x, y, recon.clamp(-1, 1), at)
+            _judge(a.discriminator, x, y, recon, at)
 
 
 def _judge(state: Path, x: torch.Tensor, y: torch.Tensor, recon: torch.Tensor, at: tuple[float, float]) -> None:
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
+    from deepsim_cli.checkpoint import load_checkpoint, load_run_state_tensors
     from deepsim_cli.config import TrainConfig
     from deepsim_cli.discriminator import Discriminator, DiscriminatorConfig
-    with safe_open(str(state), "pt") as f:
-        cfg = TrainConfig.from_dict(json.loads(f.metadata()["config"]))
-    sd = {k[2:]: v for k, v in load_file(state).items() if k.startswith("D.")}
+    ck = load_checkpoint(state, kind="train-state", map_location="cpu")
+    cfg = TrainConfig.from_dict(ck.config, what=str(state))
     D = Discriminator(DiscriminatorConfig(cfg.d_width, y[0].numel() if cfg.d_cond else 0))
-    D.load_state_dict(sd)
+    load_run_state_tensors({"D": D}, ck.tensors)
     D.eval()
     with torch.no_grad():
         for name, im in (("photos", x), ("outputs", recon), ("peak removed", notch(recon, at)),
