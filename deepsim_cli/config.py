@@ -57,6 +57,9 @@ class TrainConfig:
     fc_dims: tuple[int, ...] = (1024, 1024)
     d_width: float = 1.0
     d_cond: bool = True               # feed y to D (the paper does)
+    d_shift: int = 0                  # translate D's inputs (real and fake) by a random -N..N px per image
+                                      # (DiffAugment-style): G cannot lock a periodic pattern to the
+                                      # phase D's stride-4 first conv samples (fc7 v2's stripes)
     d_pause_below: float = 0.1        # pause D while L_discr / L_adv < this
     d_resume_above: float = 0.5       # ... until it rises above this
     g_pause_above: float = 10.0       # skip G's update while L_discr / L_adv > this
@@ -121,7 +124,7 @@ class TrainConfig:
         if not (isinstance(self.data, tuple) and all(isinstance(x, str) for x in self.data)):
             raise bad("data", "expected a list of paths")
         ints = {"image_size": 8, "load_size": 8, "steps": 1, "batch": 1, "latent_dim": 1, "log_every": 1,
-                "grid_every": 0, "ckpt_every": 1, "img_warmup": 0, "bridge_steps": 0, "seed": 0}
+                "grid_every": 0, "ckpt_every": 1, "img_warmup": 0, "bridge_steps": 0, "seed": 0, "d_shift": 0}
         for name, lo in ints.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
@@ -130,6 +133,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise bad(name, "expected a positive integer or null")
+        if self.d_shift >= self.image_size // 2:
+            raise bad("d_shift", f"expected less than half of image_size {self.image_size}")
         if self.load_size < self.image_size:
             raise bad("load_size", f"smaller than image_size {self.image_size} (images are cropped from it)")
         positive = ("lr", "g_width", "d_width")

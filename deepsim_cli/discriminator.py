@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,19 @@ class Discriminator(nn.Module):
             assert y is not None, "conditional discriminator needs y"
             h = torch.cat([h, self.cond(y.flatten(1))], dim=1)
         return self.head(h).squeeze(1)
+
+
+def random_shift(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x (B, C, H, W) with each image translated by its own random (dy, dx) in -n..n pixels, the
+    border filled by reflection (DiffAugment's translation; differentiable). The shifts come from
+    torch's global CPU generator, so a run that seeds it per step stays reproducible. n = 0: x."""
+    if n <= 0:
+        return x
+    b, _, h, w = x.shape
+    d = torch.randint(-n, n + 1, (2, b)).to(x.device)
+    padded = F.pad(x, (n, n, n, n), mode="reflect")
+    rows = torch.arange(h, device=x.device)[None, :] + n + d[0][:, None]  # (B, H)
+    cols = torch.arange(w, device=x.device)[None, :] + n + d[1][:, None]  # (B, W)
+    out = padded.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows[:, :, None],
+                                     cols[:, None, :]]
+    return out.permute(0, 3, 1, 2)

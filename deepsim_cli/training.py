@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from .checkpoint import generator_config, load_checkpoint, load_run_state_tensors, run_state_tensors, save_checkpoint
 from .config import TrainConfig, write_json
 from .data import batch_indices, load_array, random_resized_crop, step_generator, to_float
-from .discriminator import Discriminator, DiscriminatorConfig
+from .discriminator import Discriminator, DiscriminatorConfig, random_shift
 from .encoders import EncoderSpec, build_encoder
 from .errors import DeepsimError, UsageError
 from .generators import VAE, Generator, GeneratorConfig
@@ -363,7 +363,7 @@ class Trainer:
         total, parts = self.g_loss(w, x, fake, y, c_real, mu, logvar, amp_ctx)
         if l_discr is None and w.adv:
             with torch.no_grad(), amp_ctx:
-                l_discr = discr_loss(self.D(x, y), self.D(fake.detach(), y))
+                l_discr = discr_loss(self.D(self.d_view(x), y), self.D(self.d_view(fake.detach()), y))
         if not torch.isfinite(total):
             raise NonFiniteLoss(f"non-finite loss at step {self.step} ({parts}); "
                                 f"last good checkpoint: {self.state_path()}")
@@ -397,11 +397,15 @@ class Trainer:
                 c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float()
         return y, c_real
 
+    def d_view(self, images: torch.Tensor) -> torch.Tensor:
+        """What D sees of a batch: randomly translated by up to cfg.d_shift px (real and fake alike)."""
+        return random_shift(images, self.cfg.d_shift)
+
     def d_step(self, x: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, amp_ctx) -> torch.Tensor:
         """One discriminator update on real x against G's (detached) output; returns L_discr."""
         with amp_ctx:
-            d_real = self.D_ddp(x, y)
-            d_fake = self.D_ddp(fake.detach(), y)
+            d_real = self.D_ddp(self.d_view(x), y)
+            d_fake = self.D_ddp(self.d_view(fake.detach()), y)
         l_discr = discr_loss(d_real, d_fake)
         self.optD.zero_grad(set_to_none=True)
         l_discr.backward()
@@ -416,7 +420,7 @@ class Trainer:
             d_fake_g = None
             if w.adv:
                 self.D.requires_grad_(False)
-                d_fake_g = self.D(fake, y)
+                d_fake_g = self.D(self.d_view(fake), y)
         total, parts = generator_loss(w, fake=fake, real=x, c_fake=c_fake, c_real=c_real, d_fake=d_fake_g)
         if w.adv:
             self.D.requires_grad_(True)

@@ -259,7 +259,7 @@ def _steps(run: Path) -> list[int]:
 
 def test_train_end_to_end_and_resume(tmp_path, image_dir):
     run = tmp_path / "run"
-    r = invoke("train", "--data", str(image_dir), "--out", str(run), *TINY)
+    r = invoke("train", "--data", str(image_dir), "--out", str(run), *TINY, "--d-shift", "2")
     assert r.exit_code == 0, r.stderr
     for name in ("generator.safetensors", "state.safetensors", "config.json", "stats.jsonl"):
         assert (run / name).is_file(), name
@@ -267,7 +267,7 @@ def test_train_end_to_end_and_resume(tmp_path, image_dir):
     assert (run / "grids" / "step-0000004.png").is_file()
     assert _steps(run)[-1] == 4
     cfg = json.loads((run / "config.json").read_text())
-    assert cfg["layer"] == "pool5" and cfg["image_size"] == 32 and cfg["seed"] == 0
+    assert cfg["layer"] == "pool5" and cfg["image_size"] == 32 and cfg["seed"] == 0 and cfg["d_shift"] == 2
 
     # resume: options not given again come from the run's config.json
     r = invoke("--json", "train", "--out", str(run), "--resume", "--steps", "6", "--device", "cpu")
@@ -292,6 +292,14 @@ def test_train_missing_data(tmp_path):
     assert r.exit_code == 2
     assert "data source not found" in one_error_line(r)
     assert not (tmp_path / "run" / "state.safetensors").exists()
+
+
+def test_train_d_shift_must_fit_the_image(tmp_path, image_dir):
+    for value, why in (("-1", "--d-shift"), ("16", "d_shift")):  # 16: half of --image-size 32
+        r = invoke("train", "--data", str(image_dir), "--out", str(tmp_path / "run"), *TINY, "--d-shift", value)
+        assert r.exit_code == 2
+        assert why in one_error_line(r)
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_resume_needs_out():

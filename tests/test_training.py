@@ -536,3 +536,78 @@ def test_should_stop_ends_the_run_cleanly_and_it_resumes(tmp_path, images):
     assert load_checkpoint(run / "generator.safetensors").train_steps == 3
     train(cfg.replace(steps=5), run_dir=run, resume=True, images=images)
     assert read_metadata(run / "state.safetensors")["train_steps"] == "5"
+
+
+# ---------------------------------------------------------------------------------- (k) D's shifted view
+
+
+def _shift_of(out: torch.Tensor, x: torch.Tensor, n: int) -> list[tuple[int, int]]:
+    """The (dy, dx) translations that make out's interior equal x's (one per image when it is one)."""
+    h, w = x.shape[-2:]
+    found = []
+    for dy in range(-n, n + 1):
+        for dx in range(-n, n + 1):
+            if torch.equal(out[:, n:h - n, n:w - n], x[:, n + dy:h - n + dy, n + dx:w - n + dx]):
+                found.append((dy, dx))
+    return found
+
+
+def test_random_shift_translates_each_image_with_reflected_borders():
+    from deepsim_cli.discriminator import random_shift
+    x = torch.randn(300, 3, 12, 12, requires_grad=True)
+    assert random_shift(x, 0) is x
+    torch.manual_seed(5)
+    out = random_shift(x, 2)
+    assert out.shape == x.shape
+    shifts = [_shift_of(o, i, 2) for o, i in zip(out.detach(), x.detach())]
+    assert all(len(s) == 1 for s in shifts)
+    shifts = [s[0] for s in shifts]
+    assert set(shifts) == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}  # every shift is drawn
+    # the border is the reflection of the image, not zeros: a shift of (-2, 0) puts row 2, 1 above row 0
+    i = shifts.index((-2, 0))
+    assert torch.equal(out[i, :, 0], x[i, :, 2]) and torch.equal(out[i, :, 1], x[i, :, 1])
+    # the same seed draws the same shifts (a run seeds torch per step: resume stays bit-exact)
+    torch.manual_seed(5)
+    assert torch.equal(random_shift(x, 2), out)
+    out.sum().backward()  # differentiable: every output pixel sends its gradient to one input pixel
+    assert x.grad.sum().item() == pytest.approx(out.numel())
+
+
+def test_d_shift_translates_what_d_sees_real_and_fake(tmp_path, images):
+    seen: list[torch.Tensor] = []
+    for shift in (0, 2):
+        tr = Trainer(TINY.replace(d_shift=shift), tmp_path / str(shift), CPU)
+        hooks = [tr.D.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach().clone())),
+                 tr.G.register_forward_hook(lambda m, args, out: seen.append(out.detach().clone()))]
+        x = tr.make_batch(images, 0)
+        tr.train_step(x)
+        for h in hooks:
+            h.remove()
+        fake = seen.pop(0)  # G's output, then D's inputs
+        real = seen[0]  # d_step's first call: the real batch
+        assert len(seen) == 3  # D on real and fake (its update), D on fake (G's adversarial loss)
+        if shift == 0:
+            assert torch.equal(real, x)
+            assert torch.equal(seen[1], seen[2])  # both see the same fake
+        else:
+            for seen_fake in seen[1:]:  # each draws its own translation of the fake
+                assert all(len(_shift_of(a, b, 2)) >= 1 for a, b in zip(seen_fake, fake))
+                assert not torch.equal(seen_fake, fake)
+            per_image = [_shift_of(r, i, 2) for r, i in zip(real, x)]
+            assert all(len(s) >= 1 for s in per_image)  # a translation of x ...
+            assert not torch.equal(real, x)  # ... and not the identity for every image
+        seen.clear()
+
+
+def test_d_shift_run_resumes_bit_exact(tmp_path, images):
+    cfg = TINY.replace(d_shift=2, steps=4, grid_every=0, ckpt_every=2)
+    train(cfg, run_dir=tmp_path / "full", images=images)
+    _check_resume_equals_uninterrupted(cfg, tmp_path / "full", tmp_path / "resumed", images, first=2)
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["d_shift"] == 2
+
+
+def test_d_shift_values_are_checked(tmp_path):
+    for bad in (-1, 16, 1.5, True):
+        with pytest.raises(UsageError, match="d_shift"):
+            TINY.replace(d_shift=bad).validate()
+    assert TrainConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "d_shift"}).d_shift == 0

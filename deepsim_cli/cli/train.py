@@ -12,7 +12,7 @@ import typer
 
 from ..config import TrainConfig
 from ._options import EncoderWeightsOpt, parse_duration, print_json, resolve
-from .train_opts import (BatchOpt, BridgeStepsOpt, CkptEveryOpt, ComparatorOpt, ComparatorSizeOpt, DWidthOpt,
+from .train_opts import (BatchOpt, BridgeStepsOpt, CkptEveryOpt, ComparatorOpt, ComparatorSizeOpt, DShiftOpt, DWidthOpt,
                          DataOpt, EncoderOpt, FeatureCacheOpt, GClipOpt, GWidthOpt, GridEveryOpt, ImageSizeOpt,
                          ImgWarmupOpt, InitGeneratorOpt, LatentDimOpt, LayerOpt, LimitOpt, LoadSizeOpt,
                          LogEveryOpt, LossOpt, LrOpt, ModelOpt, NoAmpOpt, NoDCondOpt, OutOpt, ResumeOpt, StepsOpt,
@@ -46,6 +46,7 @@ def train(
     g_width: GWidthOpt = None,
     upsample: UpsampleOpt = None,
     d_width: DWidthOpt = None,
+    d_shift: DShiftOpt = None,
     init_generator: InitGeneratorOpt = None,
     latent_dim: LatentDimOpt = None,
     w_kl: WKlOpt = None,

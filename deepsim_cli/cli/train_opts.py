@@ -108,6 +108,12 @@ DWidthOpt = Annotated[Optional[float], typer.Option("--d-width", metavar="X>0", 
                                                      show_default=False,
                                                      help=_with_default("Discriminator width multiplier.", _D.d_width))]
 
+DShiftOpt = Annotated[Optional[int], typer.Option(
+        "--d-shift", metavar="N", min=0, show_default=False,
+        help=_with_default("Shift D's inputs, real and fake alike, by a random -N..N pixels per image "
+                           "(DiffAugment translation), so G cannot fool D with a pattern locked to the phase "
+                           "D's strided first conv samples. 4 covers every phase of that stride.", _D.d_shift))]
+
 InitGeneratorOpt = Annotated[Optional[Path], typer.Option(
         "--init-generator", metavar="FILE", show_default=False,
         help="Warm-start G from an exported generator (e.g. a shipped one); D and the optimizers start fresh. "
