@@ -25,6 +25,11 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="deepsim-tests-xdg-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 IMAGES = REPO / "examples" / "images"
 
+# Under pytest-xdist (`-n 2`, the README's test command) each worker gets its share of the cores:
+# two workers of two torch threads each on two cores spend their time switching.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 
 def _runner() -> CliRunner:
     try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
