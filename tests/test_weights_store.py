@@ -228,6 +228,14 @@ def _recorded_encoder_sha256() -> str:
     return shas.pop()
 
 
+def test_every_shipped_generator_records_a_shipped_head():
+    """What lets a command load the head a generator was trained on by itself (inference.trained_on)."""
+    gens = {n: e for n, e in store.manifest()["files"].items() if e["kind"] in ("generator", "vae")}
+    assert len(gens) >= 5, sorted(gens)
+    for name, e in gens.items():
+        assert store.encoder_file(e["encoder"], e["encoder_sha256"]) is not None, name
+
+
 def test_no_shipped_file_over_95_mib():
     for name, e in store.manifest()["files"].items():
         assert e["bytes"] <= 95 * 2**20, name
