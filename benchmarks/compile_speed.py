@@ -83,8 +83,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as d:
             tr = Trainer(cfg, Path(d), dev)
             if mode == "compiled":
-                tr.G_ddp = torch.compile(tr.G_ddp)
-                tr.D_ddp = torch.compile(tr.D_ddp)
+                tr.loss.G_ddp = torch.compile(tr.loss.G_ddp)
+                tr.loss.D_ddp = torch.compile(tr.loss.D_ddp)
             n = [0]
 
             def step():

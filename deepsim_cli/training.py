@@ -8,9 +8,7 @@ A run directory holds config.json, stats.jsonl, grids/step-XXXXXXX.png, state.sa
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -20,24 +18,21 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from .checkpoint import generator_config, load_checkpoint, load_run_state_tensors, run_state_tensors, save_checkpoint
 from .config import TrainConfig, write_json
 from .data import batch_indices, load_array, random_resized_crop, step_generator, to_float
-from .discriminator import Discriminator, DiscriminatorConfig, random_shift
+from .deepsim_loss import DeePSiMLoss, NonFiniteLoss
+from .discriminator import Discriminator, DiscriminatorConfig
 from .encoders import EncoderSpec, build_encoder
-from .errors import DeepsimError, UsageError
+from .errors import UsageError
 from .generators import VAE, Generator, GeneratorConfig
-from .losses import LOSS_PRESETS, LossWeights, discr_loss, generator_loss, kl_loss
-from .precision import autocast, resolve_precision
+from .losses import LOSS_PRESETS, LossWeights
+from .precision import resolve_precision
 from .utils import LineLog, clean_stale_temp_files, rng_seed
 
 StepCallback = Callable[[int, dict[str, Any]], None]
-
-
-class NonFiniteLoss(DeepsimError):
-    pass
+__all__ = ["NonFiniteLoss", "Trainer", "build_comparator", "build_networks", "train"]
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -135,11 +130,9 @@ def build_comparator(cfg: TrainConfig, encoder, device: torch.device):
 
 
 class Trainer:
-    """Holds the models and state of one run; `train()` below is the public entry point.
-
-    Each step is `d_step` (unless D is paused) then `g_step`, after the targets (`targets`); an fc
-    generator started from a conv one first runs `bridge_step`; `update_pauses` is the D/G pause
-    hysteresis of the original code."""
+    """One run: builds the networks (`build_networks`, `build_comparator`), owns their state on
+    disk (resume, export, grids) and hands each step to its `DeePSiMLoss` (`self.loss`), whose
+    phases are the bridge, D and G steps; `train()` below is the public entry point."""
 
     def __init__(self, cfg: TrainConfig, run_dir: Path, device: torch.device):
         _check_choices(cfg)
@@ -147,10 +140,10 @@ class Trainer:
         self.run_dir = run_dir
         self.device = device
         self.rank, self.world, _ = _dist_info()
-        self.weights = LossWeights(cfg.w_feat, cfg.w_adv, cfg.w_img).select(cfg.loss)
+        weights = LossWeights(cfg.w_feat, cfg.w_adv, cfg.w_img).select(cfg.loss)
         self.precision = resolve_precision(cfg.precision, device)
         self.encoder = build_encoder(cfg.encoder, cfg.encoder_weights, device)
-        self.comparator, self.comp_layer = (build_comparator(cfg, self.encoder, device) if self.weights.feat
+        self.comparator, self.comp_layer = (build_comparator(cfg, self.encoder, device) if weights.feat
                                             else (None, EncoderSpec.parse(cfg.comparator).layer))
         if self.comp_layer is None:
             raise UsageError(f"--comparator must be ENCODER:LAYER, got {cfg.comparator!r}")
@@ -166,13 +159,10 @@ class Trainer:
         self.optG = torch.optim.Adam(self.G.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.optD = torch.optim.Adam(self.D.parameters(), lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
         self.step = 0
-        self.d_paused = False
-        self.g_clip = cfg.g_clip if cfg.g_clip is not None else (2.0 if cfg.model == "vae" else 0.0)
-        self.g_norm_avg, self.g_norm_steps = 0.0, 0
-        # wrap whenever a process group exists (even world size 1, so the DDP path is testable)
-        ddp = dist.is_available() and dist.is_initialized()
-        self.G_ddp = DDP(self.G) if ddp else self.G
-        self.D_ddp = DDP(self.D) if ddp else self.D
+        self.loss = DeePSiMLoss(cfg, G=self.G, D=self.D, optG=self.optG, optD=self.optD, encoder=self.encoder,
+                                comparator=self.comparator, comp_layer=self.comp_layer, feat_layer=self.feat_layer,
+                                bridge_layer=self.bridge_layer, weights=weights, vae_frozen=self.vae_frozen,
+                                device=device, precision=self.precision, world=self.world)
 
     def _init_generator(self, path: str, ck) -> None:
         """Warm start: G's weights from an exported generator (D and the optimizers start fresh),
@@ -211,8 +201,8 @@ class Trainer:
             return
         save_checkpoint(self.state_path(), run_state_tensors(self._state_parts()), kind="train-state", config=self.cfg.to_dict(),
                         encoder=self.cfg.encoder, layer=self.cfg.layer, train_steps=self.step,
-                        extra={"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg),
-                               "prior_steps": str(self.prior_steps), "precision": self.precision})
+                        extra={**self.loss.pause_state(), "prior_steps": str(self.prior_steps),
+                               "precision": self.precision})
 
     def load_state(self) -> None:
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
@@ -224,9 +214,7 @@ class Trainer:
             raise UsageError(f"cannot resume {self.run_dir}: config differs in {', '.join(diff)}")
         load_run_state_tensors(self._state_parts(), ck.tensors)
         self.step = ck.train_steps
-        self.d_paused = ck.extra.get("d_paused") == "1"
-        self.g_norm_avg = float(ck.extra.get("g_norm_avg", "0.0"))
-        self.g_norm_steps = 20 if self.g_norm_avg > 0 else 0
+        self.loss.load_pause_state(ck.extra)
         # the steps of the --init-generator file as they were when the run began (that file may
         # since have been overwritten, e.g. by shipping this very run's export)
         if "prior_steps" in ck.extra:
@@ -245,22 +233,6 @@ class Trainer:
         return path
 
     # ------------------------------------------------------------------ step
-    def current_weights(self) -> LossWeights:
-        """Loss weights at the current step, with the image-loss warm start.
-
-        For the first `img_warmup` steps G is trained on the image loss alone (no comparator,
-        no D); over the next `img_warmup` steps the feature and adversarial terms ramp in
-        linearly while λ_img moves from 1 to its final value.
-        """
-        w, n = self.weights, self.cfg.img_warmup
-        step = self.step - (self.cfg.bridge_steps if self.bridge_layer else 0)
-        if not n or step >= 2 * n or not w.img:
-            return w
-        if step < n:
-            return LossWeights(feat=0.0, adv=0.0, img=1.0)
-        r = (step - n) / n
-        return LossWeights(feat=r * w.feat, adv=r * w.adv, img=(1 - r) + r * w.img)
-
     def batch_index(self, n: int, step: int) -> torch.Tensor:
         """This rank's indices (batch,) into `n` images for `step`: a function of seed and step only."""
         idx = batch_indices(n, self.cfg.batch * self.world, step, self.cfg.seed)
@@ -290,164 +262,12 @@ class Trainer:
             out.append(self.encoder(x, [self.feat_layer])[self.feat_layer].half().cpu())
         return torch.cat(out)
 
-    def bridge_step(self, x: torch.Tensor, y: torch.Tensor | None, amp_ctx) -> dict[str, Any]:
-        """Fit only the bridge of an fc G started from a conv-layer G: predict E(x) at the
-        conv layer from the fc code (squared error / mean square of the target)."""
-        cfg = self.cfg
-        with torch.no_grad(), amp_ctx:
-            layers = [self.bridge_layer] + ([] if y is not None else [self.feat_layer])
-            feats = self.encoder(x, layers)
-            y = (y.to(self.device) if y is not None else feats[self.feat_layer]).float()
-            target = feats[self.bridge_layer].float()
-        # G.bridge runs outside DDP's forward: keep DDP's reducer out of it, average by hand below
-        quiet = self.G_ddp.no_sync() if isinstance(self.G_ddp, DDP) else contextlib.nullcontext()
-        stats: dict[str, Any] = {}
-        with quiet:
-            with amp_ctx:
-                if cfg.model == "vae":  # the VAE in pool5 space: heads + bridge, with the KL term
-                    mu, logvar = self.G.encode_features(y)
-                    pred = self.G.decoder.bridge(self.G.reparameterize(mu, logvar)).float()
-                else:
-                    pred = self.G.bridge(y.flatten(1)).float()
-            loss = (pred - target).pow(2).mean() / target.pow(2).mean().clamp_min(1e-8)
-            stats["bridge"] = float(loss.detach())
-            if cfg.model == "vae":
-                kl = kl_loss(mu, logvar)
-                stats["kl"] = float(kl.detach())
-                loss = loss + cfg.w_kl * kl
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"non-finite bridge loss at step {self.step}")
-            self.optG.zero_grad(set_to_none=True)
-            loss.backward()
-        if self.world > 1:
-            for p in self.G.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= self.world
-        self.clip_g_gradient(stats)
-        self.optG.step()
-        return {**stats, "total": float(loss.detach())}
-
-    def clip_g_gradient(self, stats: dict[str, Any]) -> None:
-        """Adaptive clipping of G's gradient norm at `g_clip` × its running mean (EMA 0.99 of the
-        clipped norms; the first 20 steps only measure). Adam turns one outlier gradient into ~20
-        large steps along it (its first moment outlives the second's rise); on the VAE such a
-        spike blew up the KL (2,000 → 6,000 nats) and the decoder never recovered."""
-        if not self.g_clip:
-            return
-        params = [p for p in self.G.parameters() if p.grad is not None]
-        limit = self.g_clip * self.g_norm_avg if self.g_norm_steps >= 20 else float("inf")
-        norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
-        if not math.isfinite(norm):
-            return
-        self.g_norm_avg = norm if self.g_norm_steps == 0 else 0.99 * self.g_norm_avg + 0.01 * min(norm, limit)
-        self.g_norm_steps += 1
-        stats["g_norm"] = norm
-
     def train_step(self, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, Any]:
-        """One D update (unless paused) and one G update on images x (and cached features y)."""
-        cfg, w = self.cfg, self.current_weights()
-        torch.manual_seed(rng_seed(cfg.seed * 1_000_003 + self.step))  # dropout / VAE noise: a function of step
-        amp_ctx = autocast(self.device, self.precision)
-        if self.bridge_layer is not None and self.step < cfg.bridge_steps:
-            return self.bridge_step(x, y, amp_ctx)
-        y, c_real = self.targets(x, y, w, amp_ctx)
-        with amp_ctx:
-            if cfg.model == "inverter":
-                fake, mu, logvar = self.G_ddp(y), None, None
-            else:
-                fake, mu, logvar = self.G_ddp(x, h=y)
-        stats: dict[str, Any] = {}
-        y = y if cfg.model == "inverter" else None  # D is conditioned on the inverted features only
-        l_discr = self.d_step(x, fake, y, amp_ctx) if w.adv and not self.d_paused else None
-        total, parts = self.g_loss(w, x, fake, y, c_real, mu, logvar, amp_ctx)
-        if l_discr is None and w.adv:
-            with torch.no_grad(), amp_ctx:
-                l_discr = discr_loss(self.D(self.d_view(x), y), self.D(self.d_view(fake.detach()), y))
-        if not torch.isfinite(total):
-            raise NonFiniteLoss(f"non-finite loss at step {self.step} ({parts}); "
-                                f"last good checkpoint: {self.state_path()}")
-        g_paused = self.update_pauses(l_discr, parts, stats) if w.adv and l_discr is not None else False
-        if not g_paused:
-            self.optG.zero_grad(set_to_none=True)
-            total.backward()
-            self.clip_g_gradient(stats)
-            self.optG.step()
-        stats.update(parts)
-        stats.update(total=float(total.detach()), d_paused=self.d_paused, g_paused=g_paused,
-                     w_img=w.img, w_feat=w.feat, w_adv=w.adv)
-        return stats
-
-    @torch.no_grad()
-    def targets(self, x: torch.Tensor, y: torch.Tensor | None, w: LossWeights, amp_ctx):
-        """(y, c_real): the features G reads (the cached `y`, or E(x)) and the comparator's
-        features of the real images (None without L_feat); one encoder pass for both when the
-        comparator is the encoder itself (pool5 → pool5)."""
-        cfg, c_real = self.cfg, None
-        with amp_ctx:
-            if y is not None:
-                y = y.to(self.device).float()
-            elif cfg.model == "inverter" or self.vae_frozen:
-                shared = w.feat and self.comparator is self.encoder
-                layers = [self.feat_layer] + ([self.comp_layer] if shared else [])
-                feats = self.encoder(x, layers)
-                y = feats[self.feat_layer].float()
-                c_real = feats[self.comp_layer].float() if shared else None
-            if w.feat and c_real is None:
-                c_real = self.comparator(x, [self.comp_layer])[self.comp_layer].float()
-        return y, c_real
-
-    def d_view(self, images: torch.Tensor) -> torch.Tensor:
-        """What D sees of a batch: randomly translated by up to cfg.d_shift px (real and fake alike)."""
-        return random_shift(images, self.cfg.d_shift)
-
-    def d_step(self, x: torch.Tensor, fake: torch.Tensor, y: torch.Tensor | None, amp_ctx) -> torch.Tensor:
-        """One discriminator update on real x against G's (detached) output; returns L_discr."""
-        with amp_ctx:
-            d_real = self.D_ddp(self.d_view(x), y)
-            d_fake = self.D_ddp(self.d_view(fake.detach()), y)
-        l_discr = discr_loss(d_real, d_fake)
-        self.optD.zero_grad(set_to_none=True)
-        l_discr.backward()
-        self.optD.step()
-        return l_discr
-
-    def g_loss(self, w: LossWeights, x, fake, y, c_real, mu, logvar, amp_ctx) -> tuple[torch.Tensor, dict]:
-        """G's loss λ_feat·L_feat + λ_adv·L_adv + λ_img·L_img (+ λ_KL·KL for the VAE) and its parts;
-        D's parameters are frozen while its gradient flows into G."""
-        with amp_ctx:
-            c_fake = self.comparator(fake, [self.comp_layer])[self.comp_layer] if w.feat else None
-            d_fake_g = None
-            if w.adv:
-                self.D.requires_grad_(False)
-                d_fake_g = self.D(self.d_view(fake), y)
-        total, parts = generator_loss(w, fake=fake, real=x, c_fake=c_fake, c_real=c_real, d_fake=d_fake_g)
-        if w.adv:
-            self.D.requires_grad_(True)
-        if mu is not None:
-            kl = kl_loss(mu, logvar)
-            total = total + self.cfg.w_kl * kl
-            parts["kl"] = float(kl.detach())
-        return total, parts
-
-    def update_pauses(self, l_discr: torch.Tensor, parts: dict[str, Any], stats: dict[str, Any]) -> bool:
-        """The pause hysteresis of the original code on r = L_discr / L_adv (averaged over ranks,
-        so every rank decides alike): pause D below d_pause_below until r rises above
-        d_resume_above; skip G's update while r > g_pause_above. Returns whether G skips."""
-        cfg = self.cfg
-        pair = torch.tensor([float(l_discr.detach()), parts["adv"]])
-        if self.world > 1:
-            # every rank must take the same pause decisions, or DDP's collectives desynchronise
-            pair = pair.to(self.device)
-            dist.all_reduce(pair)
-            pair = pair.cpu() / self.world
-        ratio = float(pair[0]) / max(float(pair[1]), 1e-8)
-        if self.d_paused and ratio > cfg.d_resume_above:
-            self.d_paused = False
-        elif not self.d_paused and ratio < cfg.d_pause_below:
-            self.d_paused = True
-        stats["discr"] = float(l_discr.detach())
-        return ratio > cfg.g_pause_above
+        """One optimisation step (`DeePSiMLoss.step`) on images x (and cached features y) at self.step."""
+        try:
+            return self.loss.step(x, y, self.step)
+        except NonFiniteLoss as e:
+            raise NonFiniteLoss(f"{e}; last good checkpoint: {self.state_path()}") from None
 
     def save_grid(self, x: torch.Tensor, path: Path) -> None:
         """A PNG of the fixed images x (B, 3, S, S) in [-1, 1] over G's reconstructions of them."""

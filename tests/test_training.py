@@ -18,7 +18,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 
-from deepsim_cli import training
+from deepsim_cli import deepsim_loss, training
 from deepsim_cli.checkpoint import load_checkpoint, read_metadata
 from deepsim_cli.config import TrainConfig
 from deepsim_cli.encoders import build_encoder
@@ -256,7 +256,7 @@ def test_export_loads_and_inverts(full_run, images):
 
 def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, images, monkeypatch):
     cfg = TINY.replace(loss="img", steps=6, ckpt_every=2, grid_every=0)
-    real = training.generator_loss
+    real = deepsim_loss.generator_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kw):
@@ -266,7 +266,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path, images, monke
             total = total * float("nan")
         return total, parts
 
-    monkeypatch.setattr(training, "generator_loss", poisoned)
+    monkeypatch.setattr(deepsim_loss, "generator_loss", poisoned)
     run = tmp_path / "nan"
     with pytest.raises(NonFiniteLoss) as e:
         train(cfg, run_dir=run, images=images)
@@ -360,7 +360,7 @@ def test_ddp_world_size_one_matches_single_process(tmp_path, images, monkeypatch
         return {k: v.detach().clone() for k, v in tr.G.state_dict().items()}
 
     plain = Trainer(cfg, tmp_path / "plain", CPU)
-    assert plain.G_ddp is plain.G
+    assert plain.loss.G_ddp is plain.G
     want = run_steps(plain)
 
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
@@ -370,7 +370,7 @@ def test_ddp_world_size_one_matches_single_process(tmp_path, images, monkeypatch
     dist.init_process_group("gloo", rank=0, world_size=1)
     try:
         tr = Trainer(cfg, tmp_path / "ddp", CPU)
-        assert isinstance(tr.G_ddp, DDP) and isinstance(tr.D_ddp, DDP)
+        assert isinstance(tr.loss.G_ddp, DDP) and isinstance(tr.loss.D_ddp, DDP)
         assert (tr.rank, tr.world) == (0, 1)
         got = run_steps(tr)
         # and through the public entry point (rank 0 writes the run directory)
@@ -508,7 +508,7 @@ def test_vae_clips_an_outlier_gradient_at_twice_the_running_norm(tmp_path):
     """g_clip (VAE default 2): after 20 steps of measuring, a gradient 50× the usual norm is
     scaled down to 2× the running mean; ordinary gradients pass untouched; inverters are unclipped."""
     tr = Trainer(TINY.replace(model="vae", latent_dim=16), tmp_path / "v", CPU)
-    assert tr.g_clip == 2.0
+    assert tr.loss.g_clip == 2.0
     params = [p for p in tr.G.parameters()]
     g = torch.Generator().manual_seed(0)
     base = [torch.randn(p.shape, generator=g) for p in params]
@@ -518,14 +518,14 @@ def test_vae_clips_an_outlier_gradient_at_twice_the_running_norm(tmp_path):
         for p, b in zip(params, base):
             p.grad = b * scale / unit
         st: dict = {}
-        tr.clip_g_gradient(st)
+        tr.loss.clip_g_gradient(st)
         return float(torch.sqrt(sum(p.grad.pow(2).sum() for p in params)))
 
     for _ in range(25):
         assert step(1.0) == pytest.approx(1.0, rel=1e-4)
     assert step(50.0) == pytest.approx(2.0, rel=1e-3)
     assert step(1.5) == pytest.approx(1.5, rel=1e-4)
-    assert Trainer(TINY, tmp_path / "i", CPU).g_clip == 0.0
+    assert Trainer(TINY, tmp_path / "i", CPU).loss.g_clip == 0.0
 
 
 def test_should_stop_ends_the_run_cleanly_and_it_resumes(tmp_path, images):
