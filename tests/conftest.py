@@ -31,7 +31,8 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 
-def _runner() -> CliRunner:
+def cli_runner() -> CliRunner:
+    """A CliRunner that keeps stderr apart from stdout on every Click version (test files import it)."""
     try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
         return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
     except TypeError:
@@ -45,7 +46,7 @@ def cli() -> Callable:
     from deepsim_cli.cli import app
 
     def run(*args: str, **kw):
-        return _runner().invoke(app, ["--device", "cpu", *args], **kw)
+        return cli_runner().invoke(app, ["--device", "cpu", *args], **kw)
     return run
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
 
 from deepsim_cli.checkpoint import save_checkpoint
 from deepsim_cli.cli import app
@@ -22,13 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "examples" / "images"
 CHELSEA = str(IMAGES / "chelsea.jpg")
 COFFEE = str(IMAGES / "coffee.jpg")
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 def run(*args: str, **kw):

@@ -14,6 +14,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
+
 from deepsim_cli import __version__
 from deepsim_cli.cli import app
 from deepsim_cli.cli.weights import readme_hashes
@@ -26,13 +28,6 @@ CHELSEA = str(REPO / "examples" / "images" / "chelsea.jpg")
 TINY = ["--layer", "pool5", "--steps", "4", "--batch", "4", "--image-size", "32", "--load-size", "36",
         "--g-width", "0.125", "--d-width", "0.125", "--grid-every", "2", "--ckpt-every", "2",
         "--device", "cpu"]
-
-
-def _runner() -> CliRunner:
-    try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 def invoke(*args: str, **kw):

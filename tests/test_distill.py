@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
 
 from deepsim_cli.checkpoint import load_checkpoint
 from deepsim_cli.cli import app
@@ -20,13 +20,6 @@ from deepsim_cli.encoders import build_encoder
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGES = REPO / "examples" / "images"
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture(autouse=True)

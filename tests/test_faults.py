@@ -15,6 +15,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
+
 from deepsim_cli.cli import app
 from deepsim_cli.cli._options import (MAX_FRAMES, MAX_INTERP, MAX_REENCODE, MAX_SAMPLES, MAX_SEEDS, MAX_STEPS,
                                       finite_float, nonneg_float, positive_float, unit_float)
@@ -23,13 +25,6 @@ from deepsim_cli.errors import UsageError
 REPO = Path(__file__).resolve().parent.parent
 CHELSEA = str(REPO / "examples" / "images" / "chelsea.jpg")
 COFFEE = str(REPO / "examples" / "images" / "coffee.jpg")
-
-
-def _runner() -> CliRunner:
-    try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 def invoke(*args: str):

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
 
 from deepsim_cli.cli import app
 
@@ -22,13 +22,6 @@ REPO = Path(__file__).resolve().parent.parent
 CHELSEA = str(REPO / "examples" / "images" / "chelsea.jpg")
 COFFEE = str(REPO / "examples" / "images" / "coffee.jpg")
 POOL5 = REPO / "weights" / "alexnet-pool5-generator.safetensors"
-
-
-def _runner() -> CliRunner:
-    try:  # Click < 8.2 mixes stderr into stdout unless told otherwise
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 def invoke(*args: str, env: dict | None = None):

@@ -8,7 +8,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 import torch
-from typer.testing import CliRunner
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
 
 from deepsim_cli.checkpoint import save_checkpoint
 from deepsim_cli.cli import app
@@ -49,13 +49,6 @@ def test_posterior_and_great_circle(vae_file):
     assert p.shape == (3, 3, 32, 32) and torch.equal(p, posterior_samples(vae, x, 3, seed=0))
     loop = great_circle(vae, 6, seed=0)
     assert loop.shape == (6, 3, 32, 32)
-
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 def test_cli_sample_grid_gif_json(vae_file, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 import torchvision
-from typer.testing import CliRunner
+from conftest import cli_runner as _runner  # tests/ is on sys.path (no __init__.py)
 
 from deepsim_cli.checkpoint import load_checkpoint, save_checkpoint
 from deepsim_cli.cli import app
@@ -78,12 +78,6 @@ def test_resolve_class():
 
 
 # ---------------------------------------------------------------- CLI
-
-def _runner() -> CliRunner:
-    try:
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    except TypeError:
-        return CliRunner()
 
 
 @pytest.fixture
