@@ -19,15 +19,22 @@ its batch (up to reduced-precision rounding).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from .encoders import Encoder
 from .errors import UsageError
-from .inference import LoadedGenerator
 from .precision import autocast, frozen_copy, model_device, resolve_precision
 from .utils import cosine_lr, set_lr
+
+
+class LoadedGenerator(Protocol):
+    """What refinement needs of a loaded generator (`inference.LoadedGenerator` is one): G and the
+    encoder layer it inverts. A protocol, so this module does not import inference, which calls it."""
+
+    G: torch.nn.Module
+    layer: str
 
 #: defaults chosen by measurement (benchmarks/refine.py; RESULTS.md "Refinement")
 DEFAULT_STEPS = 30
