@@ -8,6 +8,7 @@ in pieces over several calls to the same warm machine:
     # device call k (k < last), carry [".carry/v2/pK"]:  python3 tools/device_v2.py stage .carry/v2/pK
     # last call, carry the last piece:  python3 tools/device_v2.py stage .carry/v2/pN && \
     #     python3 tools/device_v2.py main --minutes 8.5 --fetch $OUT
+    # next call at once (no carry), for what did not fit:  python3 tools/device_v2.py more --fetch $OUT
 
 `main` joins the pieces, checks every file's sha256 against the pack's list, puts the weights under
 weights/ of the device's checkout and the data under /root/v2/data, decodes the data once (the
@@ -62,7 +63,18 @@ RUNS = {
     # the shipped pool5 v2 recipe continued (no head needed)
     "pool5": ["--layer", "pool5", "--upsample", "resize", "--img-warmup", "0",
               "--init-generator", "weights/alexnet-pool5-generator.safetensors"],
+    # VAE v2 (issue 21 item 2): the shipped VAE recipe (frozen conv1-fc6 encoder, decoder bridged from
+    # pool5) on head v2 and the broad data with on-the-fly crops; the squared-error baseline beside it
+    "vae": ["--model", "vae", "--vae-encoder", "frozen", "--encoder-weights", HEAD, "--w-kl", "3e-5",
+            "--img-warmup", "150", "--init-generator", "weights/alexnet-pool5-generator.safetensors",
+            "--bridge-steps", "500"],
+    "vae-se": ["--model", "vae", "--vae-encoder", "frozen", "--encoder-weights", HEAD, "--w-kl", "3e-5",
+               "--loss", "img", "--init-generator", "weights/alexnet-pool5-generator.safetensors",
+               "--bridge-steps", "500"],
 }
+# what one device call can bring back: 4 pieces of 16 MB (the tool's limit is 64 MiB a call);
+# `more --from 4` in the next call (machine still warm) returns the rest
+PIECES_PER_CALL = 4
 
 
 def log(msg: str) -> None:
@@ -193,14 +205,26 @@ def main(args) -> None:
 
 
 def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
-    """float16 generators + stats/config/grids/logs → tar → ≤ 16 MB pieces under `out`."""
+    """float16 generators + stats/config/grids/logs → tar → ≤ 16 MB pieces under WORK/fetch, the
+    first PIECES_PER_CALL of them copied to `out` (logs, stats and grids first, then the runs in
+    RUNS order: the fc generators come back in the first call)."""
     import torch
 
     from deepsim_cli.checkpoint import load_checkpoint, save_checkpoint
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
+    runs = sorted(runs_dir.glob("*"), key=lambda r: list(RUNS).index(r.name) if r.name in RUNS else 99)
     with tarfile.open(fileobj=buf, mode="w") as tf:
-        for run in sorted(runs_dir.glob("*")):
+        for p in sorted(logs.glob("*.log")):
+            tf.add(p, f"logs/{p.name}")
+        for run in runs:
+            for name in ("stats.jsonl", "config.json"):
+                if (run / name).exists():
+                    tf.add(run / name, f"runs/{run.name}/{name}")
+            grids = sorted((run / "grids").glob("*.png"))
+            for gp in sorted(set(grids[-2:] + grids[:1])):
+                tf.add(gp, f"runs/{run.name}/grids/{gp.name}")
+        for run in runs:
             g = run / "generator.safetensors"
             if g.exists():
                 try:
@@ -212,18 +236,26 @@ def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
                     tf.add(f16, f"runs/{run.name}/generator-fp16.safetensors")
                 except Exception as e:  # noqa: BLE001 - pack what there is
                     log(f"{run.name}: could not pack the generator: {e}")
-            for name in ("stats.jsonl", "config.json"):
-                if (run / name).exists():
-                    tf.add(run / name, f"runs/{run.name}/{name}")
-            grids = sorted((run / "grids").glob("*.png"))
-            for gp in sorted(set(grids[-2:] + grids[:1])):
-                tf.add(gp, f"runs/{run.name}/grids/{gp.name}")
-        for p in sorted(logs.glob("*.log")):
-            tf.add(p, f"logs/{p.name}")
     blob = buf.getvalue()
+    store = WORK / "fetch"
+    store.mkdir(parents=True, exist_ok=True)
+    for old in store.glob("gens.part*"):
+        old.unlink()
     for i in range(0, len(blob), PIECE_OUT):
-        (out / f"gens.part{i // PIECE_OUT:02d}").write_bytes(blob[i:i + PIECE_OUT])
-    log(f"fetch: {len(blob) / 1e6:.1f} MB in {len(list(out.glob('gens.part*')))} pieces")
+        (store / f"gens.part{i // PIECE_OUT:02d}").write_bytes(blob[i:i + PIECE_OUT])
+    n = len(list(store.glob("gens.part*")))
+    log(f"fetch: {len(blob) / 1e6:.1f} MB in {n} pieces"
+        + (f"; run `more --from {PIECES_PER_CALL}` next for the rest" if n > PIECES_PER_CALL else ""))
+    more(out, 0)
+
+
+def more(out: Path, start: int) -> None:
+    """Copy pieces start .. start+PIECES_PER_CALL-1 of WORK/fetch to `out` (one call's worth)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pieces = sorted((WORK / "fetch").glob("gens.part*"))
+    for p in pieces[start:start + PIECES_PER_CALL]:
+        (out / p.name).write_bytes(p.read_bytes())
+    log(f"returning pieces {start}..{min(len(pieces), start + PIECES_PER_CALL) - 1} of {len(pieces)}")
 
 
 def cli() -> None:
@@ -239,15 +271,20 @@ def cli() -> None:
     m.add_argument("--minutes", type=float, default=8.5)
     m.add_argument("--reserve", type=float, default=45, help="seconds kept after training for packing")
     m.add_argument("--grace", type=float, default=30, help="seconds past the time limit before a kill")
-    m.add_argument("--runs", default="fc6,fc7,fc8,pool5")
+    m.add_argument("--runs", default="fc6,fc7,fc8,pool5,vae,vae-se")
     m.add_argument("--fetch", required=True)
     m.add_argument("--data", default=None, help="use this data folder instead of unpacking the stage")
     m.add_argument("extra", nargs="*", help="more train options for every run (after --)")
+    r = sub.add_parser("more")
+    r.add_argument("--fetch", required=True)
+    r.add_argument("--from", dest="start", type=int, default=PIECES_PER_CALL)
     a = ap.parse_args()
     if a.cmd == "pack":
         pack(Path(a.out), a.piece_mb, Path(a.data_dir))
     elif a.cmd == "stage":
         stage(Path(a.piece))
+    elif a.cmd == "more":
+        more(Path(a.fetch), a.start)
     else:
         main(a)
 
