@@ -181,6 +181,7 @@ def migrate_config(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
+    """`obj` as sorted, indented JSON at `path`, written atomically (temp file + rename)."""
     from .utils import atomic_output
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

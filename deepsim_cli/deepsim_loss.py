@@ -27,7 +27,7 @@ from .utils import rng_seed
 
 
 class NonFiniteLoss(DeepsimError):
-    pass
+    """A loss became NaN or inf: the run stops, keeping its last checkpoint."""
 
 
 class DeePSiMLoss:
@@ -64,6 +64,7 @@ class DeePSiMLoss:
         return {"d_paused": str(int(self.d_paused)), "g_norm_avg": repr(self.g_norm_avg)}
 
     def load_pause_state(self, extra: dict[str, str]) -> None:
+        """Restore what `pause_state` wrote (a checkpoint's string metadata)."""
         self.d_paused = extra.get("d_paused") == "1"
         self.g_norm_avg = float(extra.get("g_norm_avg", "0.0"))
         self.g_norm_steps = 20 if self.g_norm_avg > 0 else 0

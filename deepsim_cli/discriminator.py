@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
+    """D's size: channel `width` multiplier; y (`cond_dim` values, 0: unconditional) enters through two fc layers of `cond_hidden` units."""
     width: float = 1.0
     cond_dim: int = 0  # flattened size of y; 0 = unconditional
     cond_hidden: int = 512

@@ -33,6 +33,7 @@ from .utils import cosine_lr, rng_seed, set_lr
 
 @dataclass(frozen=True)
 class DistillConfig:
+    """Settings of one head distillation (`distill`): optimiser, schedule, KL temperature, augmentation."""
     steps: int = 6000
     batch: int = 256
     lr: float = 5e-4

@@ -214,10 +214,12 @@ def register_encoder(name: str, description: str) -> Callable[[EncoderFactory], 
 
 
 def encoder_names() -> list[str]:
+    """Registered encoder names (`register_encoder`), in registration order."""
     return list(_REGISTRY)
 
 
 def encoder_description(name: str) -> str:
+    """The one-line description an encoder was registered with."""
     return _REGISTRY[name][1]
 
 
@@ -412,6 +414,7 @@ class EncoderSpec:
 
     @classmethod
     def parse(cls, text: str) -> "EncoderSpec":
+        """"NAME" or "NAME:LAYER" → EncoderSpec(name, layer or None); names are checked when built."""
         name, _, layer = text.partition(":")
         return cls(name, layer or None)
 

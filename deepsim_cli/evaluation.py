@@ -151,6 +151,7 @@ def downsample_32(x: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class JudgeFeatures:
+    """What the judge network (MobileNetV2) says of N images: recognition uses the logits, spread the pooled features."""
     logits: torch.Tensor   # (N, 1000)
     pooled: torch.Tensor   # (N, D) globally averaged last conv features
 

@@ -30,6 +30,7 @@ class LoadedGenerator:
 
     @property
     def image_size(self) -> int:
+        """Side of G's square output images, in pixels."""
         return self.G.cfg.out_size
 
 

@@ -15,6 +15,7 @@ LOSS_PRESETS = {
 
 @dataclass(frozen=True)
 class LossWeights:
+    """λ_feat, λ_adv, λ_img of the DeePSiM loss (means over features/pixels; see losses.generator_loss)."""
     feat: float = 1.0
     adv: float = 0.02
     img: float = 2.0

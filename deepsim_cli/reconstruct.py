@@ -19,6 +19,7 @@ Method = Literal["generator", "optimize"]
 
 @dataclass
 class Reconstruction:
+    """What `reconstruct` returns: the images and, when asked for, the codes they came from."""
     images: torch.Tensor               # (B, 3, S, S) float32 in [-1, 1], on the CPU
     codes: torch.Tensor | None         # what the images were decoded from (want_codes / refine), else None
 

@@ -56,6 +56,7 @@ def default_also(encoder: Encoder, layer: str) -> tuple[str, ...]:
 
 @dataclass
 class RefineResult:
+    """What `refine` returns: refined images and codes, and the feature loss per step."""
     images: torch.Tensor                       # (B, 3, S, S) float32 in [-1, 1], on the CPU
     codes: torch.Tensor                        # (B, *code shape) float32, the refined h
     losses: list[float] = field(default_factory=list)  # mean feature loss per step (before it)

@@ -13,6 +13,7 @@ ALEXNET_CONV_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "pool5")
 
 
 def mobilenet_taps() -> dict[str, str]:
+    """Layer name → torchvision module path of MobileNetV2's taps (stem, block1…block17, conv18, logits)."""
     taps = {"stem": "features.0"}
     taps.update({f"block{i}": f"features.{i}" for i in range(1, 18)})
     taps["conv18"] = "features.18"

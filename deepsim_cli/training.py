@@ -191,12 +191,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_path(self) -> Path:
+        """RUN_DIR/state.safetensors: G, D, both optimizers, the step and the pause state."""
         return self.run_dir / "state.safetensors"
 
     def _state_parts(self) -> dict:
         return {"G": self.G, "D": self.D, "optG": self.optG, "optD": self.optD}
 
     def save_state(self) -> None:
+        """Write state.safetensors (rank 0 only; atomic), what `--resume` continues from."""
         if self.rank != 0:
             return
         save_checkpoint(self.state_path(), run_state_tensors(self._state_parts()), kind="train-state", config=self.cfg.to_dict(),
@@ -205,6 +207,7 @@ class Trainer:
                                "precision": self.precision})
 
     def load_state(self) -> None:
+        """Resume from state.safetensors; UsageError when a setting that must not change has changed."""
         ck = load_checkpoint(self.state_path(), kind="train-state", map_location=self.device)
         saved = TrainConfig.from_dict(ck.config, what=str(self.state_path()))
         fixed = ("model", "encoder", "layer", "comparator", "image_size", "g_width", "upsample", "fc_dims", "vae_encoder",

@@ -41,6 +41,7 @@ class CodeBounds:
 
     @classmethod
     def load(cls, path: str | Path) -> "CodeBounds":
+        """Bounds from a `kind=code-bounds` safetensors file (tensors `lo`, `hi`, each of the code's shape)."""
         t = load_checkpoint(path, kind="code-bounds").tensors
         return cls(t["lo"].float(), t["hi"].float())
 
@@ -139,6 +140,7 @@ def resolve_class(name: str) -> int:
 
 @dataclass
 class VisResult:
+    """One visualisation run of `visualize`: the image, its code, the unit's activation and its history."""
     image: torch.Tensor            # (3, S, S) in [-1, 1]
     code: torch.Tensor             # the final code
     activation: float              # the unit's final activation
@@ -270,6 +272,7 @@ class PixelParam:
 
 @dataclass
 class Ascent:
+    """What `ascend` returns for a batch of runs."""
     images: torch.Tensor           # (B, 3, S, S) float32 in [-1, 1], the final parameters rendered
     raw: torch.Tensor              # the same render before clamping to [-1, 1]
     params: torch.Tensor           # (B, ...) the final parameters (codes or pixels)

@@ -124,6 +124,7 @@ def _auto_download() -> bool:
 
 
 def not_found_message(name: str) -> str:
+    """The one-line error for a weights file that no search folder holds, saying how to get it."""
     where = ", ".join(str(d) for d in search_dirs())
     if entry(name) is None:
         return f"weights file {name} not found (searched {where}); deepsim ships no file of that name"
@@ -260,6 +261,7 @@ def base_url() -> str:
 
 
 def url_for(name: str) -> str:
+    """Download URL of a shipped weights file: `base_url()` ($DEEPSIM_WEIGHTS_URL or the manifest's pinned remote) + the quoted name."""
     return base_url() + urllib.parse.quote(name)
 
 
