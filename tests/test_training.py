@@ -611,3 +611,29 @@ def test_d_shift_values_are_checked(tmp_path):
         with pytest.raises(UsageError, match="d_shift"):
             TINY.replace(d_shift=bad).validate()
     assert TrainConfig.from_dict({k: v for k, v in TINY.to_dict().items() if k != "d_shift"}).d_shift == 0
+
+
+def test_pause_hysteresis_of_the_original_code(tmp_path):
+    """DeePSiMLoss.update_pauses on r = L_discr / L_adv: D pauses below d_pause_below (0.1) and
+    stays paused until r rises above d_resume_above (0.5); G skips its update while r > 10."""
+    loss = Trainer(TINY, tmp_path / "p", CPU).loss
+    cfg = loss.cfg
+    assert (cfg.d_pause_below, cfg.d_resume_above, cfg.g_pause_above) == (0.1, 0.5, 10.0)
+
+    def at(ratio: float) -> tuple[bool, bool]:
+        stats: dict = {}
+        g_skips = loss.update_pauses(torch.tensor(ratio * 2.0), {"adv": 2.0}, stats)
+        assert stats["discr"] == pytest.approx(ratio * 2.0)
+        return loss.d_paused, g_skips
+
+    assert at(0.3) == (False, False)      # between the thresholds: D keeps training
+    assert at(0.05) == (True, False)      # D too strong: paused
+    assert at(0.3) == (True, False)       # ... and stays paused in the band
+    assert at(0.6) == (False, False)      # resumes above 0.5
+    assert at(0.3) == (False, False)      # ... and keeps training in the band
+    assert at(12.0) == (False, True)      # G losing badly: its update is skipped
+    assert loss.pause_state()["d_paused"] == "0"
+    at(0.05)
+    restored = Trainer(TINY, tmp_path / "q", CPU).loss
+    restored.load_pause_state(loss.pause_state())
+    assert restored.d_paused is True
