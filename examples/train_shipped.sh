@@ -116,3 +116,8 @@ python tools/ship_generator.py runs/vae-se/generator.safetensors --metrics runs/
 
 # With a GPU: tools/device_job.py trains the distilled AlexNet head, the pool5/fc6/fc7/fc8
 # generators (full loss and image-loss baselines) and evaluates Table 2 in one ~20-minute job.
+# Weights v2 with a lent GPU (the device tool: ≤ 64 MiB carried per call, 15 minutes in all):
+# tools/device_v2.py trains fc6/fc7/fc8 on AlexNet head v2 (the recipe of benchmarks/RESULTS.md
+# "fc7 generator v2 attempt" at batch 64 with --d-shift 4), a pool5 continuation and the two VAEs,
+# side by side; its docstring gives the pack / stage / main / more sequence. Nothing shipped yet
+# comes from it.
