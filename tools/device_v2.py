@@ -7,7 +7,7 @@ in pieces over several calls to the same warm machine:
     python tools/device_v2.py pack --out .carry/v2 --piece-mb 60   # here: pieces p00, p01, ...
     # device call k (k < last), carry [".carry/v2/pK"]:  python3 tools/device_v2.py stage .carry/v2/pK
     # last call, carry the last piece:  python3 tools/device_v2.py stage .carry/v2/pN && \
-    #     python3 tools/device_v2.py main --minutes 8.5 --fetch $OUT
+    #     python3 tools/device_v2.py main --minutes 8.5 --fetch $OUT      (timeout_s: minutes·60 + 45)
     # next call at once (no carry), for what did not fit:  python3 tools/device_v2.py more --fetch $OUT
 
 `main` joins the pieces, checks every file's sha256 against the pack's list, puts the weights under
@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -50,7 +51,7 @@ HEAD = "weights/alexnet-head-v2.safetensors.index.json"
 COMMON = ["--data", "{data}/imagenette-160-train-144q85.tar", "--data", "{data}/extra-160-train-144q85.tar",
           "--image-size", "128", "--load-size", "144", "--g-width", "0.5", "--comparator-size", "128",
           "--batch", "64", "--w-img", "2.0", "--steps", "10000000", "--grid-every", "1000",
-          "--ckpt-every", "1000", "--log-every", "100"]
+          "--ckpt-every", "500", "--log-every", "100"]
 RUNS = {
     # the RESULTS "fc7 generator v2 attempt" recipe at batch 64 with --d-shift 4 (fc7-v3 on the CPU
     # showed far less periodic structure with it), bridged from the shipped pool5 generator
@@ -180,7 +181,9 @@ def main(args) -> None:
     runs_dir = WORK / "runs"
     logs = WORK / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    train_seconds = int(deadline - time.time() - args.reserve)
+    # --time-limit counts from each run's first step, after CUDA init, model building and loading
+    # the decoded images: leave `startup` seconds for that
+    train_seconds = int(deadline - time.time() - args.reserve - args.startup)
     procs = {}
     for name in args.runs.split(","):
         cmd = [sys.executable, "-m", "deepsim_cli", "--device", DEVICE, "--precision", "auto", "train",
@@ -194,9 +197,15 @@ def main(args) -> None:
     hard = deadline - args.reserve + args.grace
     while any(p.poll() is None for p in procs.values()) and time.time() < hard:
         time.sleep(5)
+    late = [name for name, p in procs.items() if p.poll() is None]
+    for name in late:  # Ctrl-C: train saves its state and exports the generator, then exits
+        log(f"{name}: still running at the hard deadline; interrupted")
+        procs[name].send_signal(signal.SIGINT)
     for name, p in procs.items():
-        if p.poll() is None:
-            log(f"{name}: still running at the hard deadline; killed")
+        try:
+            p.wait(timeout=15 if name in late else None)
+        except subprocess.TimeoutExpired:
+            log(f"{name}: no exit 15 s after the interrupt; killed (its last checkpoint stands)")
             p.kill()
         log(f"{name}: rc {p.wait()}")
     log(f"training done at {time.time() - t0:.0f}s")
@@ -269,8 +278,9 @@ def cli() -> None:
     s.add_argument("piece")
     m = sub.add_parser("main")
     m.add_argument("--minutes", type=float, default=8.5)
-    m.add_argument("--reserve", type=float, default=45, help="seconds kept after training for packing")
-    m.add_argument("--grace", type=float, default=30, help="seconds past the time limit before a kill")
+    m.add_argument("--reserve", type=float, default=40, help="seconds kept after training for packing")
+    m.add_argument("--startup", type=float, default=45, help="seconds a run takes to reach its first step")
+    m.add_argument("--grace", type=float, default=40, help="seconds past the expected end before a kill")
     m.add_argument("--runs", default="fc6,fc7,fc8,pool5,vae,vae-se")
     m.add_argument("--fetch", required=True)
     m.add_argument("--data", default=None, help="use this data folder instead of unpacking the stage")
