@@ -38,7 +38,7 @@ def main() -> None:
                 f16 = run / "generator-fp16.safetensors"
                 save_checkpoint(f16, ck.tensors, kind=ck.kind, config=ck.config, encoder=ck.encoder,
                                 layer=ck.layer, encoder_sha256=ck.encoder_sha256, train_steps=ck.train_steps,
-                                metrics=ck.metrics, dtype=torch.float16)
+                                metrics=ck.metrics, extra=ck.extra, dtype=torch.float16)
                 tf.add(f16, f"runs/{run.name}/generator-fp16.safetensors")
             for name in ("stats.jsonl", "config.json"):
                 if (run / name).exists():

@@ -1,13 +1,18 @@
-"""Weights v2 on a lent GPU: fc6 / fc7 / fc8 generators on AlexNet head v2 (+ a pool5 continuation),
-trained side by side on one GPU within one device command.
+"""Weights v2 on a lent GPU: fc6 / fc7 / fc8 generators and the two VAEs on AlexNet head v2, plus a
+pool5 continuation, trained side by side on one GPU within one device command.
 
-The device tool carries at most 64 MiB per call, and head v2 alone is 117 MB, so the inputs travel
-in pieces over several calls to the same warm machine:
+The device tool carries at most 64 MiB per call (the tracked tree included), and head v2 alone is
+117 MB, so the inputs travel in pieces over several calls to the same warm machine. First take the
+big tracked folders out of what travels (the tree left is ~1.5 MB), and put them back afterwards:
 
-    python tools/device_v2.py pack --out .carry/v2 --piece-mb 60   # here: pieces p00, p01, ...
-    # device call k (k < last), carry [".carry/v2/pK"]:  python3 tools/device_v2.py stage .carry/v2/pK
-    # last call, carry the last piece:  python3 tools/device_v2.py stage .carry/v2/pN && \
-    #     python3 tools/device_v2.py main --minutes 8.5 --fetch $OUT      (timeout_s: minutes·60 + 45)
+    git rm -r -q --cached weights benchmarks/figures && printf '/weights/\n/benchmarks/figures/\n' >> .git/info/exclude
+    ...device calls...
+    git reset -q weights benchmarks/figures && sed -i '/^\/weights\/$/d;/^\/benchmarks\/figures\/$/d' .git/info/exclude
+
+    python tools/device_v2.py pack --out .carry/v2 --piece-mb 60   # here: pieces p00-of-04 … p03-of-04
+    # device call k (k < last), carry [".carry/v2/pK-of-N"]:  python3 tools/device_v2.py stage .carry/v2/pK-of-N
+    # last call, carry the last piece:  python3 tools/device_v2.py stage .carry/v2/p03-of-04 && \
+    #     python3 tools/device_v2.py main --minutes 8.5 --fetch $OUT      (timeout_s: minutes·60 + 30)
     # next call at once (no carry), for what did not fit:  python3 tools/device_v2.py more --fetch $OUT
 
 `main` joins the pieces, checks every file's sha256 against the pack's list, puts the weights under
@@ -90,7 +95,7 @@ def sha256(b: bytes) -> str:
 
 def pack(out: Path, piece_mb: float, data_dir: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("p*"):
+    for old in out.glob("p*-of-*"):
         old.unlink()
     buf = io.BytesIO()
     sums = {}
@@ -116,9 +121,10 @@ def pack(out: Path, piece_mb: float, data_dir: Path) -> None:
         add("sums.json", json.dumps(sums, indent=1).encode())
     blob = buf.getvalue()
     step = int(piece_mb * 1e6)
+    total = -(-len(blob) // step)
     for i in range(0, len(blob), step):
-        (out / f"p{i // step:02d}").write_bytes(blob[i:i + step])
-    print(f"{len(blob) / 1e6:.1f} MB in {len(list(out.glob('p*')))} pieces of ≤ {piece_mb} MB under {out}")
+        (out / f"p{i // step:02d}-of-{total:02d}").write_bytes(blob[i:i + step])
+    print(f"{len(blob) / 1e6:.1f} MB in {total} pieces of ≤ {piece_mb} MB under {out}")
 
 
 # ---------------------------------------------------------------- device: stage, join, train, pack
@@ -126,14 +132,19 @@ def pack(out: Path, piece_mb: float, data_dir: Path) -> None:
 def stage(piece: Path) -> None:
     STAGE.mkdir(parents=True, exist_ok=True)
     (STAGE / piece.name).write_bytes(piece.read_bytes())
-    have = sorted(p.name for p in STAGE.glob("p*"))
+    have = sorted(p.name for p in STAGE.glob("p*-of-*"))
     log(f"staged {piece.name} ({piece.stat().st_size / 1e6:.1f} MB); stage holds {have}")
 
 
 def unpack() -> Path:
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
-    blob = b"".join(p.read_bytes() for p in sorted(STAGE.glob("p*")))
+    pieces = sorted(STAGE.glob("p*-of-*"))
+    total = int(pieces[0].name.split("-of-")[1]) if pieces else 0
+    want = [f"p{i:02d}-of-{total:02d}" for i in range(total)]
+    if not pieces or [p.name for p in pieces] != want:
+        raise SystemExit(f"stage {STAGE} holds {[p.name for p in pieces]}, expected {want}")
+    blob = b"".join(p.read_bytes() for p in pieces)
     sums = {}
     planes = {}
     with tarfile.open(fileobj=io.BytesIO(blob)) as tf:
@@ -153,6 +164,9 @@ def unpack() -> Path:
         b = bytearray(2 * len(lo))
         b[0::2], b[1::2] = lo, hi
         (REPO / "weights" / name).write_bytes(bytes(b))
+    expected = {f"weights/{n}" for n in WEIGHTS + HEAD_SHARDS} | {f"data/{n}" for n in DATA}
+    if set(sums) != expected:
+        raise SystemExit(f"the pack's file list {sorted(sums)} is not {sorted(expected)}")
     for rel, want in sums.items():
         p = REPO / rel if rel.startswith("weights/") else data / Path(rel).name
         got = sha256(p.read_bytes())
@@ -184,6 +198,8 @@ def main(args) -> None:
     # --time-limit counts from each run's first step, after CUDA init, model building and loading
     # the decoded images: leave `startup` seconds for that
     train_seconds = int(deadline - time.time() - args.reserve - args.startup)
+    if train_seconds < 30:
+        raise SystemExit(f"only {train_seconds}s left for training after unpacking: raise --minutes")
     procs = {}
     for name in args.runs.split(","):
         cmd = [sys.executable, "-m", "deepsim_cli", "--device", DEVICE, "--precision", "auto", "train",
@@ -192,7 +208,11 @@ def main(args) -> None:
         f = open(logs / f"{name}.log", "w")
         f.write(" ".join(cmd) + "\n")
         f.flush()
-        procs[name] = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        # SIGINT back to its default in the child (a runner without job control may start us with it
+        # ignored, and then Python installs no KeyboardInterrupt handler): the interrupt below must
+        # make train save and export
+        procs[name] = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         log(f"start {name}: {train_seconds}s")
     hard = deadline - args.reserve + args.grace
     while any(p.poll() is None for p in procs.values()) and time.time() < hard:
@@ -201,9 +221,10 @@ def main(args) -> None:
     for name in late:  # Ctrl-C: train saves its state and exports the generator, then exits
         log(f"{name}: still running at the hard deadline; interrupted")
         procs[name].send_signal(signal.SIGINT)
+    end = time.time() + 15  # one wait for all of them
     for name, p in procs.items():
         try:
-            p.wait(timeout=15 if name in late else None)
+            p.wait(timeout=max(0.0, end - time.time()) if name in late else None)
         except subprocess.TimeoutExpired:
             log(f"{name}: no exit 15 s after the interrupt; killed (its last checkpoint stands)")
             p.kill()
@@ -241,7 +262,7 @@ def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
                     f16 = run / "generator-fp16.safetensors"
                     save_checkpoint(f16, ck.tensors, kind=ck.kind, config=ck.config, encoder=ck.encoder,
                                     layer=ck.layer, encoder_sha256=ck.encoder_sha256, train_steps=ck.train_steps,
-                                    metrics=ck.metrics, dtype=torch.float16)
+                                    metrics=ck.metrics, extra=ck.extra, dtype=torch.float16)
                     tf.add(f16, f"runs/{run.name}/generator-fp16.safetensors")
                 except Exception as e:  # noqa: BLE001 - pack what there is
                     log(f"{run.name}: could not pack the generator: {e}")
@@ -254,7 +275,8 @@ def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
         (store / f"gens.part{i // PIECE_OUT:02d}").write_bytes(blob[i:i + PIECE_OUT])
     n = len(list(store.glob("gens.part*")))
     log(f"fetch: {len(blob) / 1e6:.1f} MB in {n} pieces"
-        + (f"; run `more --from {PIECES_PER_CALL}` next for the rest" if n > PIECES_PER_CALL else ""))
+        + (f"; the rest comes back with `more --from K` in the next calls, K = {PIECES_PER_CALL}, "
+           f"{2 * PIECES_PER_CALL}, …" if n > PIECES_PER_CALL else ""))
     more(out, 0)
 
 
@@ -278,9 +300,11 @@ def cli() -> None:
     s.add_argument("piece")
     m = sub.add_parser("main")
     m.add_argument("--minutes", type=float, default=8.5)
-    m.add_argument("--reserve", type=float, default=40, help="seconds kept after training for packing")
+    m.add_argument("--reserve", type=float, default=60,
+                   help="seconds between the runs' expected end and --minutes (grace, interrupt, packing)")
     m.add_argument("--startup", type=float, default=45, help="seconds a run takes to reach its first step")
-    m.add_argument("--grace", type=float, default=40, help="seconds past the expected end before a kill")
+    m.add_argument("--grace", type=float, default=25,
+                   help="seconds past the expected end before runs are interrupted (15 s more, then killed)")
     m.add_argument("--runs", default="fc6,fc7,fc8,pool5,vae,vae-se")
     m.add_argument("--fetch", required=True)
     m.add_argument("--data", default=None, help="use this data folder instead of unpacking the stage")
