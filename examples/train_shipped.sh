@@ -99,6 +99,20 @@ python tools/ship_generator.py runs/fc6-div/generator.safetensors --metrics runs
 # DGN-AM code bounds for the shipped fc6 generator (cached beside it), from both of its training sets
 deepsim visualize --compute-bounds $TWO
 
+# fc7 generator v3 (shipped; replaces the fc7 file above): AlexNet head v2, Imagenette train +
+# extra-160 with on-the-fly crops, bridged from the pool5 generator v2, D inputs shifted ±4 px.
+# 90 min on 2 cores (AMD EPYC, AVX512-BF16 → bf16) = 5,609 steps. See benchmarks/RESULTS.md.
+deepsim --precision auto train --layer fc7 --encoder-weights weights/alexnet-head-v2.safetensors.index.json \
+    --data "$DATA/imagenette-160-train.tar" --data "$DATA/extra-160-train.tar" --out runs/fc7-v3 \
+    --image-size 128 --load-size 144 --g-width 0.5 --comparator-size 128 --batch 32 --w-img 2.0 --img-warmup 150 \
+    --init-generator weights/alexnet-pool5-generator.safetensors --bridge-steps 500 --d-shift 4 --steps 100000 \
+    --time-limit "${FC7_TIME:-90m}" --grid-every 250 --ckpt-every 250 --log-every 25
+for s in photos-eval imagenette-160-val imagenet-sample-256; do
+    deepsim --json eval --data "$DATA/$s.tar" --layer fc7 --weights runs/fc7-v3/generator.safetensors \
+        --n 1000 > "runs/eval/fc7-v3-$s.json"
+done
+python tools/ship_generator.py runs/fc7-v3/generator.safetensors --metrics runs/eval/fc7-v3-imagenet-sample-256.json
+
 # VAE (issue 7): encoder = the shipped AlexNet conv1–fc6, kept fixed (its fc6 cached), μ / log σ²
 # heads + decoder trained; the decoder is bridged from the pool5 generator like the fc ones, and the
 # bridge phase already carries the KL term. The squared-error baseline (--loss img) gets the same

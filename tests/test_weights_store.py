@@ -222,7 +222,8 @@ V1 = "alexnet-head-v1.safetensors.index.json"
 
 def _recorded_encoder_sha256() -> str:
     from deepsim_cli.checkpoint import read_metadata
-    shas = {read_metadata(WEIGHTS / f"alexnet-{l}-generator.safetensors")["encoder_sha256"] for l in ("fc6", "fc7", "fc8")}
+    # the files still trained on head v1 (fc7 v2 is trained on head v2)
+    shas = {read_metadata(WEIGHTS / f"alexnet-{l}-generator.safetensors")["encoder_sha256"] for l in ("fc6", "fc8")}
     shas |= {read_metadata(WEIGHTS / f"vae-{v}.safetensors")["encoder_sha256"] for v in ("deepsim", "se")}
     assert len(shas) == 1
     return shas.pop()
