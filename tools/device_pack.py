@@ -16,14 +16,23 @@ PIECE = 16_000_000
 
 
 def split(blob: bytes, out: Path, stem: str) -> None:
+    """`blob` as out/STEM.part00, part01, … of ≤ PIECE bytes (join them in name order)."""
     for i in range(0, len(blob), PIECE):
         (out / f"{stem}.part{i // PIECE:02d}").write_bytes(blob[i:i + PIECE])
 
 
-def main() -> None:
+def float16_copy(src: Path, dst: Path) -> None:
+    """The generator or VAE file `src` again at `dst` with float16 tensors, its header kept."""
     import torch
 
     from deepsim_cli.checkpoint import load_checkpoint, save_checkpoint
+    ck = load_checkpoint(src)
+    save_checkpoint(dst, ck.tensors, kind=ck.kind, config=ck.config, encoder=ck.encoder,
+                    layer=ck.layer, encoder_sha256=ck.encoder_sha256, train_steps=ck.train_steps,
+                    metrics=ck.metrics, extra=ck.extra, dtype=torch.float16)
+
+
+def main() -> None:
     work, out = Path(sys.argv[1]), Path(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
     head = work / "alexnet.safetensors"
@@ -34,11 +43,8 @@ def main() -> None:
         for run in sorted((work / "runs").glob("*")):
             g = run / "generator.safetensors"
             if g.exists() and ("-full" in run.name or "imgx4" in run.name):
-                ck = load_checkpoint(g)
                 f16 = run / "generator-fp16.safetensors"
-                save_checkpoint(f16, ck.tensors, kind=ck.kind, config=ck.config, encoder=ck.encoder,
-                                layer=ck.layer, encoder_sha256=ck.encoder_sha256, train_steps=ck.train_steps,
-                                metrics=ck.metrics, extra=ck.extra, dtype=torch.float16)
+                float16_copy(g, f16)
                 tf.add(f16, f"runs/{run.name}/generator-fp16.safetensors")
             for name in ("stats.jsonl", "config.json"):
                 if (run / name).exists():

@@ -9,6 +9,8 @@ big tracked folders out of what travels (the tree left is ~1.5 MB), and put them
     ...device calls...
     git reset -q weights benchmarks/figures && sed -i '/^\/weights\/$/d;/^\/benchmarks\/figures\/$/d' .git/info/exclude
 
+    for s in imagenette-160-train extra-160-train; do   # here: the data at 144 px, JPEG 85
+        python tools/pack_for_device.py ../shared/data/$s.tar .carry/$s-144q85.tar --size 144 --quality 85; done
     python tools/device_v2.py pack --out .carry/v2 --piece-mb 60   # here: pieces p00-of-04 … p03-of-04
     # device call k (k < last), carry [".carry/v2/pK-of-N"]:  python3 tools/device_v2.py stage .carry/v2/pK-of-N
     # last call, carry the last piece:  python3 tools/device_v2.py stage .carry/v2/p03-of-04 && \
@@ -45,7 +47,6 @@ REPO = Path(__file__).resolve().parent.parent
 STAGE = Path(os.environ.get("DEEPSIM_V2_STAGE", "/root/v2/stage"))
 WORK = Path(os.environ.get("DEEPSIM_V2_WORK", "/root/v2"))
 DEVICE = os.environ.get("DEEPSIM_JOB_DEVICE", "cuda")
-PIECE_OUT = 16_000_000
 
 WEIGHTS = ["alexnet-conv.safetensors", "alexnet-pool5-generator.safetensors",
            "alexnet-head-v2.safetensors.index.json"]
@@ -57,26 +58,25 @@ COMMON = ["--data", "{data}/imagenette-160-train-144q85.tar", "--data", "{data}/
           "--image-size", "128", "--load-size", "144", "--g-width", "0.5", "--comparator-size", "128",
           "--batch", "64", "--w-img", "2.0", "--steps", "10000000", "--grid-every", "1000",
           "--ckpt-every", "500", "--log-every", "100"]
+
+def _fc(layer: str) -> list[str]:
+    # the RESULTS "fc7 generator v3" recipe (the v2 attempt's with --d-shift 4) at batch 64, on head
+    # v2, bridged from the shipped pool5 generator
+    return ["--layer", layer, "--encoder-weights", HEAD, "--img-warmup", "150", "--d-shift", "4",
+            "--init-generator", "weights/alexnet-pool5-generator.safetensors", "--bridge-steps", "500"]
+
+
+# VAE v2 (issue 21 item 2): the shipped VAE recipe (frozen conv1-fc6 encoder, decoder bridged from
+# pool5) on head v2 and the broad data with on-the-fly crops; the squared-error baseline beside it
+_VAE = ["--model", "vae", "--vae-encoder", "frozen", "--encoder-weights", HEAD, "--w-kl", "3e-5",
+        "--init-generator", "weights/alexnet-pool5-generator.safetensors", "--bridge-steps", "500"]
 RUNS = {
-    # the RESULTS "fc7 generator v2 attempt" recipe at batch 64 with --d-shift 4 (fc7-v3 on the CPU
-    # showed far less periodic structure with it), bridged from the shipped pool5 generator
-    "fc6": ["--layer", "fc6", "--encoder-weights", HEAD, "--img-warmup", "150", "--d-shift", "4",
-            "--init-generator", "weights/alexnet-pool5-generator.safetensors", "--bridge-steps", "500"],
-    "fc7": ["--layer", "fc7", "--encoder-weights", HEAD, "--img-warmup", "150", "--d-shift", "4",
-            "--init-generator", "weights/alexnet-pool5-generator.safetensors", "--bridge-steps", "500"],
-    "fc8": ["--layer", "fc8", "--encoder-weights", HEAD, "--img-warmup", "150", "--d-shift", "4",
-            "--init-generator", "weights/alexnet-pool5-generator.safetensors", "--bridge-steps", "500"],
+    "fc6": _fc("fc6"), "fc7": _fc("fc7"), "fc8": _fc("fc8"),
     # the shipped pool5 v2 recipe continued (no head needed)
     "pool5": ["--layer", "pool5", "--upsample", "resize", "--img-warmup", "0",
               "--init-generator", "weights/alexnet-pool5-generator.safetensors"],
-    # VAE v2 (issue 21 item 2): the shipped VAE recipe (frozen conv1-fc6 encoder, decoder bridged from
-    # pool5) on head v2 and the broad data with on-the-fly crops; the squared-error baseline beside it
-    "vae": ["--model", "vae", "--vae-encoder", "frozen", "--encoder-weights", HEAD, "--w-kl", "3e-5",
-            "--img-warmup", "150", "--init-generator", "weights/alexnet-pool5-generator.safetensors",
-            "--bridge-steps", "500"],
-    "vae-se": ["--model", "vae", "--vae-encoder", "frozen", "--encoder-weights", HEAD, "--w-kl", "3e-5",
-               "--loss", "img", "--init-generator", "weights/alexnet-pool5-generator.safetensors",
-               "--bridge-steps", "500"],
+    "vae": _VAE + ["--img-warmup", "150"],
+    "vae-se": _VAE + ["--loss", "img"],
 }
 # what one device call can bring back: 4 pieces of 16 MB (the tool's limit is 64 MiB a call);
 # `more --from 4` in the next call (machine still warm) returns the rest
@@ -238,9 +238,7 @@ def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
     """float16 generators + stats/config/grids/logs → tar → ≤ 16 MB pieces under WORK/fetch, the
     first PIECES_PER_CALL of them copied to `out` (logs, stats and grids first, then the runs in
     RUNS order: the fc generators come back in the first call)."""
-    import torch
-
-    from deepsim_cli.checkpoint import load_checkpoint, save_checkpoint
+    from device_pack import float16_copy, split  # tools/ is sys.path[0] when run as a script
     out.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     runs = sorted(runs_dir.glob("*"), key=lambda r: list(RUNS).index(r.name) if r.name in RUNS else 99)
@@ -258,11 +256,8 @@ def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
             g = run / "generator.safetensors"
             if g.exists():
                 try:
-                    ck = load_checkpoint(g)
                     f16 = run / "generator-fp16.safetensors"
-                    save_checkpoint(f16, ck.tensors, kind=ck.kind, config=ck.config, encoder=ck.encoder,
-                                    layer=ck.layer, encoder_sha256=ck.encoder_sha256, train_steps=ck.train_steps,
-                                    metrics=ck.metrics, extra=ck.extra, dtype=torch.float16)
+                    float16_copy(g, f16)
                     tf.add(f16, f"runs/{run.name}/generator-fp16.safetensors")
                 except Exception as e:  # noqa: BLE001 - pack what there is
                     log(f"{run.name}: could not pack the generator: {e}")
@@ -271,8 +266,7 @@ def fetch(runs_dir: Path, logs: Path, out: Path) -> None:
     store.mkdir(parents=True, exist_ok=True)
     for old in store.glob("gens.part*"):
         old.unlink()
-    for i in range(0, len(blob), PIECE_OUT):
-        (store / f"gens.part{i // PIECE_OUT:02d}").write_bytes(blob[i:i + PIECE_OUT])
+    split(blob, store, "gens")
     n = len(list(store.glob("gens.part*")))
     log(f"fetch: {len(blob) / 1e6:.1f} MB in {n} pieces"
         + (f"; the rest comes back with `more --from K` in the next calls, K = {PIECES_PER_CALL}, "
